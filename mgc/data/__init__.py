@@ -1,0 +1,1 @@
+"""Data layer: datasets on disk, GTZAN, bad-audio scan, splits, feature cache, loaders."""

@@ -1,0 +1,146 @@
+"""Feature store: one log-mel array per track, keyed by audio content and feature parameters.
+
+Layout under the cache URI (a local folder or any fsspec URI such as s3://bucket/prefix):
+
+    logmel-<feature key>/
+        params.json                       the FeatureConfig the key stands for
+        <h[:2]>/<h>.npy                   float32 (n_mels, frames) for audio content hash h
+        manifest-<dataset key>.json       per-file records of the last prepare of a dataset
+
+A changed feature parameter changes the key, so it recomputes into a new folder; the same audio
+under another name or in another dataset reuses the stored array.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import fsspec
+import numpy as np
+
+from mgc.config import FeatureConfig
+
+# Bump when the way features are computed changes without a parameter changing.
+FEATURE_VERSION = 1
+
+
+def feature_key(cfg: FeatureConfig) -> str:
+    payload = json.dumps({"v": FEATURE_VERSION, **dataclasses.asdict(cfg)}, sort_keys=True)
+    return hashlib.sha1(payload.encode()).hexdigest()[:12]
+
+
+def content_hash(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def dataset_key(root: str | Path) -> str:
+    return hashlib.sha1(str(Path(root).resolve()).encode()).hexdigest()[:10]
+
+
+@dataclass
+class CacheEntry:
+    """What prepare knows about one file of a dataset."""
+
+    track_id: str
+    genre: str
+    path: str
+    size: int
+    mtime_ns: int
+    content: str | None = None  # content hash; None when the file could not be read
+    n_frames: int = 0
+    error: str | None = None  # one-line reason when the file was skipped
+
+
+class FeatureStore:
+    """Reads and writes log-mel arrays for one FeatureConfig under a cache URI."""
+
+    def __init__(self, uri: str, features: FeatureConfig):
+        self.uri = uri
+        self.features = features
+        self.key = feature_key(features)
+        self.fs, root = fsspec.core.url_to_fs(uri)
+        self.base = f"{root.rstrip('/')}/logmel-{self.key}"
+
+    # -- arrays --------------------------------------------------------------------------------
+    def array_path(self, content: str) -> str:
+        return f"{self.base}/{content[:2]}/{content}.npy"
+
+    def has(self, content: str) -> bool:
+        return self.fs.exists(self.array_path(content))
+
+    def stored(self) -> set[str]:
+        """Content hashes of every stored array, in one listing (cheap on object stores too)."""
+        if not self.fs.exists(self.base):
+            return set()
+        return {
+            p.rsplit("/", 1)[-1][: -len(".npy")]
+            for p in self.fs.find(self.base)
+            if p.endswith(".npy")
+        }
+
+    def save(self, content: str, logmel: np.ndarray) -> None:
+        buf = io.BytesIO()
+        np.save(buf, np.ascontiguousarray(logmel, dtype=np.float32))
+        self._write_atomic(self.array_path(content), buf.getvalue())
+
+    def load(self, content: str) -> np.ndarray:
+        with self.fs.open(self.array_path(content), "rb") as fh:
+            return np.load(io.BytesIO(fh.read()))
+
+    # -- manifests -----------------------------------------------------------------------------
+    def manifest_path(self, root: str | Path) -> str:
+        return f"{self.base}/manifest-{dataset_key(root)}.json"
+
+    def read_manifest(self, root: str | Path) -> dict[str, CacheEntry]:
+        path = self.manifest_path(root)
+        if not self.fs.exists(path):
+            return {}
+        with self.fs.open(path, "rt") as fh:
+            raw = json.load(fh)
+        return {r["path"]: CacheEntry(**r) for r in raw["entries"]}
+
+    def write_manifest(self, root: str | Path, entries: list[CacheEntry]) -> str:
+        payload = {
+            "root": str(Path(root).resolve()),
+            "feature_key": self.key,
+            "features": dataclasses.asdict(self.features),
+            "entries": [dataclasses.asdict(e) for e in entries],
+        }
+        path = self.manifest_path(root)
+        self._write_atomic(path, json.dumps(payload, indent=1).encode())
+        self._write_atomic(
+            f"{self.base}/params.json", json.dumps(payload["features"], indent=2).encode()
+        )
+        return path
+
+    def _write_atomic(self, path: str, data: bytes) -> None:
+        # Write-then-rename so an interrupted run never leaves a half-written array behind.
+        parent = path.rsplit("/", 1)[0]
+        self.fs.makedirs(parent, exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+        with self.fs.open(tmp, "wb") as fh:
+            fh.write(data)
+        self.fs.mv(tmp, path)
+
+
+def stat_entry(track_id: str, genre: str, path: str) -> CacheEntry:
+    st = os.stat(path)
+    return CacheEntry(track_id, genre, path, st.st_size, st.st_mtime_ns)
+
+
+def is_current(entry: CacheEntry, fresh: CacheEntry, stored: set[str]) -> bool:
+    """A manifest entry still describes the file (same size and mtime) and its array exists."""
+    return (
+        entry.error is None
+        and entry.content is not None
+        and entry.size == fresh.size
+        and entry.mtime_ns == fresh.mtime_ns
+        and entry.content in stored
+    )

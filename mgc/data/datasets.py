@@ -1,0 +1,88 @@
+"""Folder-per-genre datasets: discover tracks, genre labels and the label map."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from mgc.audio import AUDIO_EXTENSIONS
+
+log = logging.getLogger(__name__)
+
+LABEL_MAP_FILE = "label_map.json"
+
+
+class DatasetError(Exception):
+    """A dataset folder that cannot be used; str() is one line naming the folder."""
+
+
+@dataclass(frozen=True)
+class Track:
+    """One audio file of a dataset. `track_id` is `genre/stem`, the key splits use."""
+
+    track_id: str
+    genre: str
+    path: str
+
+
+def track_id_of(genre: str, filename: str) -> str:
+    """`blues`, `blues.00012.wav` → `blues/blues.00012` (splits match tracks on this, not the extension)."""
+    name = Path(filename).name
+    stem = name.rsplit(".", 1)[0] if "." in name else name
+    return f"{genre}/{stem}"
+
+
+def discover(root: str | Path, extensions: tuple[str, ...] = AUDIO_EXTENSIONS) -> list[Track]:
+    """All audio files `<root>/<genre>/<file>` sorted by track id. Hidden folders are skipped
+    (the quarantine lives in `<root>/.quarantine`)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: dataset folder not found")
+    tracks: dict[str, Track] = {}
+    for genre_dir in sorted(
+        p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))
+    ):
+        for path in sorted(genre_dir.iterdir()):
+            if (
+                not path.is_file()
+                or path.name.startswith(".")
+                or path.suffix.lower() not in extensions
+            ):
+                continue
+            tid = track_id_of(genre_dir.name, path.name)
+            if tid in tracks:
+                log.warning("%s: same track as %s, ignored", path, tracks[tid].path)
+                continue
+            tracks[tid] = Track(tid, genre_dir.name, str(path.resolve()))
+    if not tracks:
+        raise DatasetError(
+            f"{root}: no audio files in <genre>/ subfolders ({', '.join(extensions)})"
+        )
+    return sorted(tracks.values(), key=lambda t: t.track_id)
+
+
+def genres_of(tracks: list[Track]) -> list[str]:
+    return sorted({t.genre for t in tracks})
+
+
+def write_label_map(genres: list[str], path: str | Path) -> Path:
+    """`label_map.json`: {"0": "blues", "1": "classical", …} — index → genre."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / LABEL_MAP_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({str(i): g for i, g in enumerate(genres)}, indent=2) + "\n")
+    return path
+
+
+def read_label_map(path: str | Path) -> list[str]:
+    path = Path(path)
+    if path.is_dir():
+        path = path / LABEL_MAP_FILE
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"{path}: cannot read label map ({exc})") from exc
+    return [raw[str(i)] for i in range(len(raw))]

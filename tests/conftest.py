@@ -1,0 +1,60 @@
+"""Shared fixtures: synthetic audio and small folder-per-genre datasets built in tmp_path."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+SR = 22050
+
+
+def tone(freq: float, seconds: float, sr: int = SR, amp: float = 0.3, seed: int = 0) -> np.ndarray:
+    t = np.arange(int(seconds * sr)) / sr
+    noise = np.random.default_rng(seed).normal(0, 0.01, t.size)
+    return (amp * np.sin(2 * np.pi * freq * t) + noise).astype(np.float32)
+
+
+def write_audio(path: Path, wave: np.ndarray, sr: int = SR, **kwargs) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), wave, sr, **kwargs)
+    return path
+
+
+@pytest.fixture
+def synth_dataset(tmp_path: Path) -> Path:
+    """Three genres × four 4-second clips; each genre has its own pitch range."""
+    root = tmp_path / "ds"
+    for g, base in (("blues", 220.0), ("metal", 880.0), ("pop", 3520.0)):
+        for i in range(4):
+            write_audio(root / g / f"{g}.{i:05d}.wav", tone(base * (1 + 0.05 * i), 4.0, seed=i))
+    return root
+
+
+def gtzan_dir() -> Path | None:
+    """The real GTZAN clips: $MGC_GTZAN_DIR, else ../shared/data/gtzan beside the checkout."""
+    env = os.environ.get("MGC_GTZAN_DIR")
+    path = Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data" / "gtzan"
+    return path if path.is_dir() else None
+
+
+@pytest.fixture
+def gtzan() -> Path:
+    path = gtzan_dir()
+    if path is None:
+        pytest.skip("real GTZAN clips not found: set MGC_GTZAN_DIR to run this integration test")
+    return path
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray for the whole test session (starting it costs seconds)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

@@ -1,0 +1,97 @@
+import librosa
+import numpy as np
+import pytest
+import torch
+from conftest import tone
+
+from mgc.audio import load_audio
+from mgc.config import ChunkConfig, FeatureConfig
+from mgc.features import (
+    LogMel,
+    SpecAugment,
+    chunk_starts,
+    cut_chunks,
+    logmel_numpy,
+    normalize_chunks,
+    window_frames,
+)
+
+# Our log-mel must equal librosa's within this many dB anywhere (float32 FFT round-off only).
+TOLERANCE_DB = 0.01
+
+
+def librosa_logmel(wave: np.ndarray, sr: int = 22050) -> np.ndarray:
+    mel = librosa.feature.melspectrogram(y=wave, sr=sr, n_fft=2048, hop_length=512, n_mels=128)
+    return librosa.power_to_db(mel, ref=1.0, amin=1e-10, top_db=80.0)
+
+
+def test_logmel_matches_librosa_on_synthetic_audio():
+    rng = np.random.default_rng(0)
+    wave = tone(440, 3.0) + rng.normal(0, 0.05, int(3.0 * 22050)).astype(np.float32)
+    ours = logmel_numpy(wave, LogMel())
+    ref = librosa_logmel(wave)
+    assert ours.shape == ref.shape == (128, 1 + wave.size // 512)
+    assert np.max(np.abs(ours - ref)) < TOLERANCE_DB
+
+
+def test_logmel_matches_librosa_on_real_clips(gtzan):
+    module = LogMel()
+    for path in (gtzan / "blues" / "blues.00000.ogg", gtzan / "classical" / "classical.00010.ogg"):
+        wave = load_audio(path, 22050)
+        diff = np.abs(logmel_numpy(wave, module) - librosa_logmel(wave))
+        assert diff.max() < TOLERANCE_DB, f"{path}: max diff {diff.max():.4f} dB"
+
+
+def test_top_db_floor_is_per_example_in_a_batch():
+    loud = torch.from_numpy(tone(440, 1.0, amp=0.9))
+    quiet = loud * 1e-3
+    batch = LogMel()(torch.stack([loud, quiet]))
+    for i, x in enumerate((loud, quiet)):
+        alone = LogMel()(x)
+        assert torch.allclose(batch[i], alone, atol=1e-3)
+
+
+def test_chunking_windows_and_overlap():
+    assert chunk_starts(1293, 129, 0.0) == list(range(0, 1293 - 129 + 1, 129))
+    assert len(chunk_starts(1293, 129, 0.0)) == 10
+    starts = chunk_starts(1293, 431, 0.5)
+    assert starts[:3] == [0, 216, 432] and starts[-1] + 431 <= 1293
+    assert chunk_starts(100, 129, 0.0) == [0]
+    f = FeatureConfig()
+    assert window_frames(ChunkConfig(window_s=3.0), f, 1293) == 129
+    assert window_frames(ChunkConfig(window_s=0.0), f, 1293) == 1293
+
+
+def test_cut_chunks_values_and_padding():
+    spec = np.arange(4 * 10, dtype=np.float32).reshape(4, 10)
+    chunks = cut_chunks(spec, 4, 0.5)
+    assert chunks.shape == (4, 4, 4)
+    np.testing.assert_array_equal(chunks[1], spec[:, 2:6])
+    short = cut_chunks(spec, 12, 0.0)
+    assert short.shape == (1, 4, 12) and np.all(short[0, :, 10:] == spec.min())
+
+
+def test_normalize_per_chunk_numpy_and_torch_agree():
+    x = np.random.default_rng(1).normal(5, 3, (3, 8, 16)).astype(np.float32)
+    n = normalize_chunks(x)
+    assert np.allclose(n.mean(axis=(1, 2)), 0, atol=1e-5)
+    assert np.allclose(n.std(axis=(1, 2)), 1, atol=1e-3)
+    assert np.allclose(normalize_chunks(torch.from_numpy(x)).numpy(), n, atol=1e-5)
+
+
+def test_specaugment_masks_only_in_training():
+    torch.manual_seed(0)
+    aug = SpecAugment(freq_mask=10, time_mask=20, n_freq_masks=2, n_time_masks=2)
+    x = torch.ones(8, 1, 64, 128)
+    out = aug.train()(x)
+    assert out.shape == x.shape and (out == 0).any()
+    # Masks are drawn per example.
+    zeros = (out == 0).flatten(1).sum(1)
+    assert len(set(zeros.tolist())) > 1
+    assert torch.equal(aug.eval()(x), x)
+
+
+@pytest.mark.parametrize("device", ["cpu"])
+def test_logmel_runs_batched(device):
+    x = torch.randn(2, 22050, device=device)
+    assert LogMel().to(device)(x).shape == (2, 128, 44)
