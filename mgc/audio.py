@@ -6,8 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import torch
-import torchaudio.functional as AF
 
 AUDIO_EXTENSIONS = (
     ".wav",
@@ -72,6 +70,10 @@ def to_mono(data: np.ndarray) -> np.ndarray:
 def resample(wave: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     if orig_sr == target_sr or wave.size == 0:
         return wave
+    # Imported here so the data tools (discover, split, scan) start without loading torch.
+    import torch
+    import torchaudio.functional as AF
+
     out = AF.resample(torch.from_numpy(np.ascontiguousarray(wave)), orig_sr, target_sr)
     return out.numpy()
 

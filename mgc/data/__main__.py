@@ -1,0 +1,163 @@
+"""`python -m mgc.data {gtzan,scan,split}`: get GTZAN, quarantine bad audio, write a split file."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections import Counter
+from pathlib import Path
+
+from mgc.audio import AudioError
+from mgc.config import ConfigError, expand
+from mgc.data.datasets import DatasetError, Track, discover, genres_of
+from mgc.data.gtzan import DOWNLOAD, GTZAN_URLS, get_gtzan
+from mgc.data.scan import scan
+from mgc.data.splits import (
+    DEFAULT_RATIOS,
+    PARTS,
+    STRATIFIED,
+    Split,
+    SplitError,
+    named_splits,
+    resolve_split,
+    stratified_split,
+)
+
+USER_ERRORS = (DatasetError, AudioError, SplitError, ConfigError, OSError)
+
+
+def _cmd_gtzan(args: argparse.Namespace) -> int:
+    dest = Path(expand(args.dest))
+    get_gtzan(args.source, dest, progress=not args.quiet, md5=args.md5, sha256=args.sha256)
+    tracks = discover(dest)
+    per_genre = Counter(t.genre for t in tracks)
+    print(f"{dest}: {len(tracks)} tracks, {len(per_genre)} genres")
+    for genre in sorted(per_genre):
+        print(f"  {genre:<12} {per_genre[genre]:>5}")
+    return 0
+
+
+def _cmd_scan(args: argparse.Namespace) -> int:
+    report = scan(
+        args.root,
+        sample_rate=args.sample_rate,
+        min_seconds=args.min_seconds,
+        silence_db=args.silence_db,
+        quarantine=args.quarantine,
+        progress=not args.quiet,
+    )
+    reasons = ", ".join(f"{r} {n}" for r, n in sorted(report.reasons().items()))
+    print(
+        f"checked {report.n_checked}, ok {report.n_ok}, moved {len(report.moved)}"
+        + (f" ({reasons})" if reasons else "")
+    )
+    for (rel, reason), (_, dst) in zip(report.bad, report.moved, strict=True):
+        print(f"  {reason:<12} {rel} -> {dst}")
+    if report.ignored:
+        print(f"ignored {len(report.ignored)} non-audio or duplicate file(s), left in place")
+    if report.moved:
+        print(f"report: {report.report_path}")
+    return 0
+
+
+def _cmd_split(args: argparse.Namespace) -> int:
+    root = Path(args.root).expanduser()
+    tracks = discover(root)
+    if args.named:
+        # Written as restricted to the tracks present, so the file says what a run really used.
+        split, _ = resolve_split(args.named, tracks, seed=None)
+    else:
+        split = stratified_split(tracks, ratios=tuple(args.ratios), seed=args.seed)
+    out = Path(args.out).expanduser() if args.out else root / "split.json"
+    text = split.to_json()
+    if out.exists() and out.read_text() == text:
+        print(f"{out}: unchanged")
+    elif out.exists() and not args.force:
+        raise SplitError(f"{out}: exists with a different split; pass --force to replace it")
+    else:
+        split.save(out)
+        print(f"wrote {out}")
+    _print_counts(split, tracks)
+    return 0
+
+
+def _print_counts(split: Split, tracks: list[Track]) -> None:
+    genre_of = {t.track_id: t.genre for t in tracks}
+    counts = {part: Counter(genre_of.get(tid, "?") for tid in split.parts[part]) for part in PARTS}
+    seed = f", seed {split.seed}" if split.seed is not None else ""
+    print(
+        f"split {split.name}{seed}: "
+        + ", ".join(f"{part} {len(split.parts[part])}" for part in PARTS)
+    )
+    print(f"  {'genre':<12}" + "".join(f"{part:>7}" for part in PARTS))
+    for genre in genres_of(tracks):
+        print(f"  {genre:<12}" + "".join(f"{counts[part][genre]:>7}" for part in PARTS))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m mgc.data", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("gtzan", help="put GTZAN (or any folder-per-genre set) in <dest>/<genre>/")
+    g.add_argument(
+        "--source",
+        default=DOWNLOAD,
+        help="folder, archive (.tar.gz/.tgz/.tar/.zip) or http(s) URL; "
+        f"'{DOWNLOAD}' (default) tries {', '.join(GTZAN_URLS)}",
+    )
+    g.add_argument("--dest", default="${MGC_DATA_ROOT:-data/gtzan}", help="dataset folder")
+    g.add_argument("--md5", help="expected md5 of the downloaded archive")
+    g.add_argument("--sha256", help="expected sha256 of the downloaded archive")
+    g.add_argument("--quiet", action="store_true", help="no progress bars")
+    g.set_defaults(func=_cmd_gtzan)
+
+    s = sub.add_parser("scan", help="move undecodable/empty/short/silent files to quarantine")
+    s.add_argument("root", help="dataset folder (<root>/<genre>/<file>)")
+    s.add_argument("--quarantine", help="default: <root>/.quarantine")
+    s.add_argument("--min-seconds", type=float, default=3.0)
+    s.add_argument("--silence-db", type=float, default=-60.0, help="peak below this is silent")
+    s.add_argument("--sample-rate", type=int, default=22050)
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=_cmd_scan)
+
+    p = sub.add_parser("split", help="write a split file (stratified by genre, or a named split)")
+    p.add_argument("root", help="dataset folder")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--ratios", type=float, nargs=3, default=list(DEFAULT_RATIOS), metavar=PARTS)
+    p.add_argument("--out", help="split file (default: <root>/split.json)")
+    p.add_argument(
+        "--named",
+        choices=named_splits(),
+        help=f"a shipped split instead of {STRATIFIED!r}, limited to the tracks present",
+    )
+    p.add_argument("--force", action="store_true", help="replace an existing, different file")
+    p.set_defaults(func=_cmd_split)
+    return parser
+
+
+class _Formatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return f"{record.levelname.lower()}: {text}" if record.levelno >= logging.WARNING else text
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter("%(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    try:
+        return args.func(args)
+    except USER_ERRORS as exc:
+        # One line, no traceback: these are about the user's files or arguments, not our code.
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""Bad-audio scan: decode every track once and move unusable files to a quarantine folder."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import shutil
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from mgc.audio import AudioError, load_audio
+from mgc.data.datasets import DatasetError, Track, discover
+
+log = logging.getLogger(__name__)
+
+QUARANTINE_DIR = ".quarantine"
+REPORT_NAME = "bad_audio_report.csv"
+REPORT_FIELDS = ("file", "reason", "detail", "moved_to", "scanned_at")
+
+# Reasons, in the order they are tested.
+EMPTY = "empty"
+UNDECODABLE = "undecodable"
+TOO_SHORT = "too_short"
+SILENT = "silent"
+
+
+@dataclass
+class ScanReport:
+    """What a scan found. Paths in `bad` and `ignored` are relative to the dataset root."""
+
+    root: str
+    quarantine: str
+    n_checked: int = 0
+    n_ok: int = 0
+    bad: list[tuple[str, str]] = field(default_factory=list)
+    moved: list[tuple[str, str]] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+
+    @property
+    def report_path(self) -> Path:
+        return Path(self.quarantine) / REPORT_NAME
+
+    def reasons(self) -> Counter[str]:
+        return Counter(reason for _, reason in self.bad)
+
+
+def check_track(
+    path: str | Path, sample_rate: int, min_seconds: float, silence_db: float
+) -> tuple[str, str] | None:
+    """None for a usable file, else (reason, detail). Decodes the file once."""
+    path = Path(path)
+    if path.stat().st_size == 0:
+        return EMPTY, "0 bytes"
+    try:
+        wave = load_audio(path, sample_rate)
+    except AudioError as exc:
+        if exc.reason == "no audio samples":
+            return EMPTY, f"no audio samples decoded from {path.stat().st_size} bytes"
+        return UNDECODABLE, exc.reason
+    if wave.size == 0:
+        return EMPTY, "no audio samples"
+    seconds = wave.size / sample_rate
+    if seconds < min_seconds:
+        return TOO_SHORT, f"{seconds:.2f} s < {min_seconds:g} s"
+    peak = float(np.max(np.abs(wave)))
+    # Peak below the threshold means every sample is below it: the whole file is silent.
+    if peak < 10 ** (silence_db / 20):
+        peak_db = 20 * np.log10(peak) if peak > 0 else float("-inf")
+        return SILENT, f"peak {peak_db:.1f} dBFS < {silence_db:g} dBFS"
+    return None
+
+
+def read_report(quarantine: str | Path) -> list[dict[str, str]]:
+    """Rows of `<quarantine>/bad_audio_report.csv` (empty when there is none yet)."""
+    path = Path(quarantine) / REPORT_NAME
+    if not path.is_file():
+        return []
+    with path.open(newline="") as fh:
+        return [dict(row) for row in csv.DictReader(fh)]
+
+
+def _write_report(quarantine: Path, rows: list[dict[str, str]]) -> Path:
+    path = quarantine / REPORT_NAME
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=REPORT_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    # Replace in one step: an interrupted scan keeps the old history rather than half of it.
+    os.replace(tmp, path)
+    return path
+
+
+def _free_name(target: Path) -> Path:
+    """`target`, or `stem-1.ext`, `stem-2.ext`, … : quarantine never overwrites a file."""
+    if not target.exists():
+        return target
+    n = 1
+    while (candidate := target.with_name(f"{target.stem}-{n}{target.suffix}")).exists():
+        n += 1
+    return candidate
+
+
+def _tracks_and_ignored(root: Path, qdir: Path) -> tuple[list[Track], list[str]]:
+    try:
+        tracks = discover(root)
+    except DatasetError:
+        # Every file may already be in quarantine; that is a finished scan, not a wrong folder.
+        if (qdir / REPORT_NAME).is_file():
+            tracks = []
+        else:
+            raise
+    used = {Path(t.path) for t in tracks}
+    ignored = []
+    for genre_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        if genre_dir.name.startswith((".", "_")):
+            continue
+        for path in sorted(genre_dir.iterdir()):
+            if path.is_file() and not path.name.startswith(".") and path.resolve() not in used:
+                ignored.append(f"{genre_dir.name}/{path.name}")
+    return tracks, ignored
+
+
+def scan(
+    root: str | Path,
+    sample_rate: int = 22050,
+    min_seconds: float = 3.0,
+    silence_db: float = -60.0,
+    quarantine: str | Path | None = None,
+    progress: bool = True,
+) -> ScanReport:
+    """Decode every track of `root` once; move undecodable, empty, too-short and silent files to
+    `quarantine` (default `<root>/.quarantine/<genre>/<file>`) and append them to its report."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"{root}: dataset folder not found")
+    qdir = Path(quarantine).expanduser() if quarantine else root / QUARANTINE_DIR
+    rel_q = os.path.relpath(qdir.resolve(), root.resolve())
+    if rel_q == "." or (not rel_q.startswith("..") and not rel_q.startswith((".", "_"))):
+        # A visible folder inside the dataset would be read as one more genre by discover().
+        raise DatasetError(f"{qdir}: a quarantine inside the dataset must be a hidden folder")
+
+    tracks, ignored = _tracks_and_ignored(root, qdir)
+    report = ScanReport(root=str(root), quarantine=str(qdir), ignored=ignored)
+    if ignored:
+        log.info("%s: %d non-audio or duplicate file(s) ignored", root, len(ignored))
+    found: list[tuple[Track, str, str]] = []
+    for track in tqdm(tracks, desc="scan", unit="file", disable=not progress):
+        report.n_checked += 1
+        problem = check_track(track.path, sample_rate, min_seconds, silence_db)
+        if problem is None:
+            report.n_ok += 1
+        else:
+            found.append((track, *problem))
+    if not found:
+        return report
+
+    qdir.mkdir(parents=True, exist_ok=True)
+    rows = read_report(qdir)
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        for track, reason, detail in found:
+            src = Path(track.path)
+            rel = f"{track.genre}/{src.name}"
+            dst = _free_name(qdir / track.genre / src.name)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(src), str(dst))
+            report.bad.append((rel, reason))
+            report.moved.append((str(src), str(dst)))
+            rows.append(
+                {
+                    "file": rel,
+                    "reason": reason,
+                    "detail": detail,
+                    "moved_to": dst.relative_to(qdir).as_posix(),
+                    "scanned_at": stamp,
+                }
+            )
+            log.warning("%s: %s (%s) → %s", rel, reason, detail, dst)
+    finally:
+        # Written even when a move fails half-way, so every moved file stays accounted for.
+        _write_report(qdir, rows)
+    return report

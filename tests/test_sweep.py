@@ -1,0 +1,106 @@
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from mgc.config import ConfigError
+from mgc.sweep import check_space, main, read_search_space, run_sweep
+from mgc.table import COLUMNS
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def smoke_overrides(root: Path, tmp_path: Path) -> list[str]:
+    return [
+        f"data.root={root}",
+        f"cache.dir={tmp_path / 'cache'}",
+        "chunks.window_s=1.0",
+        "model.width=8",
+        "train.epochs=1",
+        "sweep.num_samples=2",
+        "sweep.final_seeds=[0, 1]",
+        f"sweep.results_dir={tmp_path / 'results'}",
+        f"sweep.storage_path={tmp_path / 'ray_results'}",
+        "sweep.wandb.mode=offline",
+    ]
+
+
+@pytest.mark.slow
+def test_sweep_end_to_end_fills_the_table(
+    ray_local, synth_dataset: Path, tmp_path: Path, monkeypatch
+):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    result = run_sweep(REPO / "ablations" / "e0.yaml", smoke_overrides(synth_dataset, tmp_path))
+    summary = result.summary
+    assert summary["n_trials"] == 2 and len(summary["trials"]) == 2
+    assert set(result.best_params) == {"train.lr", "train.batch_size", "model.dropout"}
+
+    results = tmp_path / "results"
+    for name in ("table.md", "table.csv", "table.tex"):
+        assert (results / name).is_file()
+    with open(results / "table.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == COLUMNS and len(rows) == 1
+    row = rows[0]
+    assert (
+        row["Experiment"] == "E0"
+        and row["Model"] == "cnn4"
+        and row["Split"].startswith("stratified")
+    )
+
+    # The table's numbers are the mean ± std of the final seed runs' own metrics.
+    seeds = [
+        json.loads((results / "E0" / f"seed_{s}" / "metrics.json").read_text()) for s in (0, 1)
+    ]
+    accs = [m["test"]["track_accuracy"] for m in seeds]
+    mean = sum(accs) / 2
+    std = (sum((a - mean) ** 2 for a in accs) / 1) ** 0.5
+    assert row["Test Acc"] == f"{100 * mean:.1f} ± {100 * std:.1f}"
+    f1 = sum(m["test"]["track_macro_f1"] for m in seeds) / 2
+    assert row["Macro-F1"].startswith(f"{100 * f1:.1f} ±")
+    assert row["Params"] == f"{seeds[0]['params']:,}"
+    for name in (
+        "best_config.yaml",
+        "seeds.csv",
+        "summary.json",
+        "confusion_matrix_test.png",
+        "train_curves.png",
+    ):
+        assert (results / "E0" / name).is_file(), name
+    # W&B ran offline, without a key: one run folder per trial plus the table run.
+    offline_runs = list(tmp_path.rglob("offline-run-*"))
+    assert len(offline_runs) >= 3
+    assert "\\begin{tabular}" in (results / "table.tex").read_text()
+
+
+def test_bad_config_fails_before_any_trial(tmp_path: Path, capsys):
+    space = tmp_path / "space.yaml"
+    space.write_text("train.lrr: {loguniform: [1.0e-4, 1.0e-3]}\n")
+    with pytest.raises(ConfigError, match="did you mean train.lr"):
+        check_space({}, read_search_space(space))
+    space.write_text("train.batch_size: {uniform: [8, 64]}\n")
+    with pytest.raises(ConfigError, match="train.batch_size: expected an integer"):
+        check_space({}, read_search_space(space))
+    space.write_text("train.lr: {normal: [0, 1]}\n")
+    with pytest.raises(ConfigError, match="expected one of"):
+        read_search_space(space)
+    # From the command line: one line, exit 2, no Ray started.
+    assert main([str(REPO / "ablations" / "e0.yaml"), "train.epochz=3"]) == 2
+    assert "did you mean train.epochs" in capsys.readouterr().err
+
+
+def test_every_ablation_and_search_space_is_valid():
+    from mgc.config import read_yaml
+    from mgc.sweep import resolve_relative
+
+    names = []
+    for n in range(6):
+        path = REPO / "ablations" / f"e{n}.yaml"
+        raw = read_yaml(path)
+        space_path = resolve_relative(raw["sweep"]["search_space"], path)
+        check_space(raw, read_search_space(space_path))
+        names.append(raw["experiment"]["name"])
+        # Same split and evaluation for every row.
+        assert raw["data"]["split"] == "stratified" and raw["chunks"]["window_s"] == 3.0
+    assert names == ["E0", "E1", "E2", "E3", "E4", "E5"]

@@ -1,0 +1,159 @@
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mgc.bundle import load_bundle
+from mgc.config import load_config
+from mgc.evaluate import main as evaluate_main
+from mgc.train import choose_fast_path, cpu_has_bf16, fit
+from mgc.train import main as train_main
+
+ARTIFACTS = [
+    "config.yaml",
+    "label_map.json",
+    "train_log.csv",
+    "train_curves.png",
+    "metrics.json",
+    "test_classification_report.txt",
+    "confusion_matrix_test.png",
+    "predictions.csv",
+    "hard_cases.csv",
+    "checkpoints/best.pt",
+    "checkpoints/last.pt",
+    "bundle/model.pt",
+    "bundle/label_map.json",
+    "bundle/bundle.json",
+]
+
+
+def small_cfg(root: Path, tmp_path: Path, *extra: str):
+    return load_config(
+        None,
+        [
+            f"data.root={root}",
+            f"cache.dir={tmp_path / 'cache'}",
+            "chunks.window_s=1.0",
+            "model.name=cnn4",
+            "model.width=8",
+            "train.epochs=3",
+            "train.batch_size=8",
+            "train.threads=1",
+            *extra,
+        ],
+    )
+
+
+def log_rows(run_dir: Path) -> list[dict]:
+    with open(run_dir / "train_log.csv") as fh:
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(fh)]
+
+
+def test_fit_writes_every_artifact_and_bundle_reloads(synth_dataset: Path, tmp_path: Path):
+    result = fit(small_cfg(synth_dataset, tmp_path), run_dir=tmp_path / "run")
+    for name in ARTIFACTS:
+        assert (result.run_dir / name).is_file(), name
+    m = result.metrics
+    assert m["split"] == "stratified" and m["params"] > 0
+    assert set(m["test"]) >= {
+        "chunk_accuracy",
+        "chunk_macro_f1",
+        "track_accuracy",
+        "track_macro_f1",
+    }
+    assert len(log_rows(result.run_dir)) == 3
+    bundle = load_bundle(result.run_dir)
+    assert bundle.genres == ["blues", "metal", "pop"]
+    assert bundle.features.n_mels == 128 and bundle.chunks.window_s == 1.0
+    x = torch.randn(2, 1, 128, 43)
+    assert bundle.model(x).shape == (2, 3)
+
+
+def test_same_seed_same_numbers(synth_dataset: Path, tmp_path: Path):
+    cfg = small_cfg(synth_dataset, tmp_path, "train.epochs=2", "train.specaugment.enabled=true")
+    a = fit(cfg, run_dir=tmp_path / "a")
+    b = fit(cfg, run_dir=tmp_path / "b")
+    assert log_rows(a.run_dir) == log_rows(b.run_dir)
+    assert a.metrics["test"] == b.metrics["test"]
+    c = fit(
+        small_cfg(synth_dataset, tmp_path, "train.epochs=2", "train.seed=7"), run_dir=tmp_path / "c"
+    )
+    assert log_rows(c.run_dir) != log_rows(a.run_dir)
+
+
+def test_interrupted_run_resumes_to_the_same_result(synth_dataset: Path, tmp_path: Path):
+    cfg = small_cfg(
+        synth_dataset, tmp_path, "train.specaugment.enabled=true", "train.scheduler=cosine"
+    )
+    whole = fit(cfg, run_dir=tmp_path / "whole")
+
+    def stop_after_two(metrics, _ckpt):
+        if metrics["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg, report=stop_after_two, run_dir=tmp_path / "cut")
+    assert len(log_rows(tmp_path / "cut")) == 2
+    resumed = fit(cfg, run_dir=tmp_path / "cut", resume=True)
+    assert log_rows(resumed.run_dir) == log_rows(whole.run_dir)
+    assert resumed.metrics["test"] == whole.metrics["test"]
+
+
+def test_early_stopping_and_report_callback(synth_dataset: Path, tmp_path: Path):
+    seen = []
+    cfg = small_cfg(
+        synth_dataset,
+        tmp_path,
+        "train.epochs=20",
+        "train.early_stopping_patience=1",
+        "train.lr=1e-6",
+    )
+    result = fit(
+        cfg, report=lambda m, d: seen.append((m["epoch"], d.is_dir())), run_dir=tmp_path / "r"
+    )
+    assert len(seen) < 20 and all(ok for _, ok in seen)
+    assert result.metrics["epochs_run"] == len(seen)
+
+
+def test_logreg_baseline_runs_the_same_evaluation(synth_dataset: Path, tmp_path: Path):
+    result = fit(small_cfg(synth_dataset, tmp_path, "model.name=logreg"), run_dir=tmp_path / "lr")
+    assert result.metrics["params"] == 3 * 256 + 3
+    assert result.metrics["test"]["track_accuracy"] >= 2 / 3  # pitch classes are easy
+    assert load_bundle(result.run_dir).model.predict_proba(np.zeros((1, 256))).shape == (1, 3)
+
+
+def test_fast_path_follows_the_hardware():
+    cfg = load_config()
+    fast = choose_fast_path(cfg.train, torch.device("cpu"))
+    assert (fast.amp_dtype is torch.bfloat16) == cpu_has_bf16()
+    assert (
+        choose_fast_path(load_config(None, ["train.amp=off"]).train, torch.device("cpu")).amp_dtype
+        is None
+    )
+    assert not fast.compile
+
+
+def test_cli_train_then_evaluate_on_another_split(synth_dataset: Path, tmp_path: Path, capsys):
+    args = [
+        f"data.root={synth_dataset}",
+        f"cache.dir={tmp_path / 'cache'}",
+        "chunks.window_s=1.0",
+        "model.name=small_cnn",
+        "train.epochs=1",
+        f"run.out_dir={tmp_path / 'runs'}",
+    ]
+    assert train_main(args + ["--run-dir", str(tmp_path / "run")]) == 0
+    assert "test (stratified)" in capsys.readouterr().out
+    split = tmp_path / "split.json"
+    split.write_text(
+        '{"name": "custom", "seed": null, "parts": {"train": ["blues/blues.00000"], "valid": [], '
+        '"test": ["blues/blues.00001", "metal/metal.00001", "pop/pop.00001", "pop/pop.00002"]}}'
+    )
+    assert evaluate_main([str(tmp_path / "run"), f"split={split}"]) == 0
+    out = capsys.readouterr().out
+    assert "custom test" in out
+    assert (tmp_path / "run" / "eval-custom-test" / "predictions.csv").is_file()
+    assert evaluate_main([str(tmp_path / "nowhere")]) == 2
+    assert "not a run folder" in capsys.readouterr().err
