@@ -1,0 +1,128 @@
+"""Preprocessing throughput: the seed projects' librosa loop against `mgc.prepare`, in one run.
+
+    python bench/preprocess.py --data ../shared/data/gtzan [--limit N] [--cpus 2]
+
+(a) librosa loop: librosa.load + feature.melspectrogram + power_to_db, one file at a time, in
+    this process (librosa warmed up first so its one-off JIT start is not counted);
+(b) mgc.prepare cold: empty cache, Ray Data over --cpus workers;
+(c) mgc.prepare warm: the same again, everything cached.
+Ray's start-up (ray.init plus each worker's first import of torch) is timed on its own and
+reported beside the rates, not inside them. Prints tracks/s and the ratios to (a).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mgc.config import load_config  # noqa: E402
+from mgc.data.datasets import discover  # noqa: E402
+from mgc.prepare import init_ray, prepare  # noqa: E402
+
+
+def librosa_loop(paths: list[str]) -> float:
+    import librosa
+
+    y, sr = librosa.load(paths[0], sr=22050)  # warm-up: numba/resampy first-call costs
+    librosa.power_to_db(librosa.feature.melspectrogram(y=y, sr=sr, n_fft=2048, hop_length=512, n_mels=128))
+    t0 = time.perf_counter()
+    for p in paths:
+        y, sr = librosa.load(p, sr=22050)
+        mel = librosa.feature.melspectrogram(y=y, sr=sr, n_fft=2048, hop_length=512, n_mels=128)
+        librosa.power_to_db(mel, top_db=80.0)
+    return time.perf_counter() - t0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True, help="folder-per-genre dataset (e.g. GTZAN)")
+    parser.add_argument("--limit", type=int, default=0, help="use only the first N tracks (0 = all)")
+    parser.add_argument("--cpus", type=int, default=2, help="CPUs for the local Ray")
+    parser.add_argument("--out", default="bench/out/preprocess.json")
+    args = parser.parse_args()
+
+    tracks = discover(args.data)
+    if args.limit:
+        step = max(1, len(tracks) // args.limit)  # spread over genres, not the first folder only
+        tracks = tracks[::step][: args.limit]
+    work = Path(tempfile.mkdtemp(prefix="mgc-bench-"))
+    try:
+        # Link the chosen files into a dataset folder of their own so every path sees the same set.
+        root = work / "data"
+        for t in tracks:
+            dst = root / t.genre / Path(t.path).name
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.symlink_to(t.path)
+        paths = [str(root / t.genre / Path(t.path).name) for t in tracks]
+        n = len(paths)
+        print(f"{n} tracks from {args.data}; {args.cpus} CPUs for Ray")
+
+        loop_s = librosa_loop(paths)
+        print(f"(a) librosa loop, 1 process : {n / loop_s:7.1f} tracks/s  ({loop_s:.1f} s)")
+
+        ray_s = init_ray(None, args.cpus)
+        warmup_s = warm_workers(args.cpus)
+        print(f"    Ray start-up              : {ray_s:.1f} s ray.init + {warmup_s:.1f} s worker warm-up (not in rates)")
+
+        cfg = load_config(None, [f"data.root={root}", f"cache.dir={work / 'cache'}", f"cache.num_cpus={args.cpus}"])
+        cold = prepare(cfg)
+        assert cold.computed == n - cold.failed, cold
+        print(f"(b) mgc.prepare cold        : {n / cold.seconds:7.1f} tracks/s  ({cold.seconds:.1f} s)")
+        warm = prepare(cfg)
+        assert warm.computed == 0
+        print(f"(c) mgc.prepare warm        : {n / warm.seconds:7.1f} tracks/s  ({warm.seconds:.2f} s)")
+
+        loop_rate, cold_rate, warm_rate = n / loop_s, n / cold.seconds, n / warm.seconds
+        print(f"ratio cold / librosa loop   : {cold_rate / loop_rate:.2f}x")
+        print(f"ratio warm / librosa loop   : {warm_rate / loop_rate:.1f}x")
+        total = cold.seconds + ray_s + warmup_s
+        print(f"cold incl. Ray start-up     : {n / total:7.1f} tracks/s ({total / loop_s:.2f}x the loop's time)")
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(
+            json.dumps(
+                {
+                    "tracks": n,
+                    "cpus": args.cpus,
+                    "librosa_loop_s": loop_s,
+                    "ray_init_s": ray_s,
+                    "worker_warmup_s": warmup_s,
+                    "prepare_cold_s": cold.seconds,
+                    "prepare_warm_s": warm.seconds,
+                    "ratio_cold": cold_rate / loop_rate,
+                    "ratio_warm": warm_rate / loop_rate,
+                },
+                indent=2,
+            )
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def warm_workers(n: int) -> float:
+    """Have each Ray worker import torch and mgc once, as any long-lived cluster already has."""
+    import ray
+
+    @ray.remote(num_cpus=1)
+    def _load() -> int:
+        import os
+
+        import mgc.features  # noqa: F401
+
+        return os.getpid()
+
+    t0 = time.perf_counter()
+    ray.get([_load.remote() for _ in range(n)])
+    return time.perf_counter() - t0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
