@@ -29,6 +29,8 @@ class DataConfig:
     split_seed: int = 42
     # Fraction of the training tracks used (E5 data scale); stratified by genre, seeded.
     train_fraction: float = 1.0
+    # Fraction of the tracks of every part (smoke runs); stratified by genre, seeded.
+    fraction: float = 1.0
     # Extra folder-per-genre datasets whose tracks are added to the training part only (E5).
     extra_train_roots: list[str] = field(default_factory=list)
 
@@ -146,7 +148,7 @@ class SweepConfig:
     max_failures: int = 2
     final_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     storage_path: str = "${MGC_RAY_RESULTS:-ray_results}"
-    results_dir: str = "results"
+    results_dir: str = "${MGC_RESULTS_DIR:-results}"
     ray_address: str | None = None
     num_cpus: int | None = None
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
@@ -352,6 +354,7 @@ def validate(cfg: Config) -> None:
         (cfg.chunks.window_s >= 0, "chunks.window_s must be >= 0 (0 = whole clip)"),
         (0 <= cfg.chunks.overlap < 1, "chunks.overlap must be in [0, 1)"),
         (0 < cfg.data.train_fraction <= 1, "data.train_fraction must be in (0, 1]"),
+        (0 < cfg.data.fraction <= 1, "data.fraction must be in (0, 1]"),
         (
             cfg.train.optimizer in ("adam", "adamw", "sgd"),
             "train.optimizer must be adam, adamw or sgd",

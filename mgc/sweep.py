@@ -496,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
         "--resume", action="store_true", help="continue an interrupted sweep of this experiment"
     )
     parser.add_argument("--no-wandb", action="store_true", help="turn W&B logging off")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     overrides = list(args.overrides) + (["sweep.wandb.enabled=false"] if args.no_wandb else [])
     try:

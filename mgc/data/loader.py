@@ -137,6 +137,8 @@ def load_split_data(cfg: Config, prepare_missing: bool = True) -> SplitData:
     label_of = {g: i for i, g in enumerate(genres)}
     split, missing = resolve_split(cfg.data.split, tracks, cfg.data.split_seed)
     parts = assign_parts(split, tracks)
+    if cfg.data.fraction < 1.0:
+        parts = {p: subsample(t, cfg.data.fraction, cfg.data.split_seed) for p, t in parts.items()}
     if cfg.data.train_fraction < 1.0:
         parts["train"] = subsample(parts["train"], cfg.data.train_fraction, cfg.data.split_seed)
     for root in cfg.data.extra_train_roots:
