@@ -31,7 +31,9 @@ def librosa_loop(paths: list[str]) -> float:
     import librosa
 
     y, sr = librosa.load(paths[0], sr=22050)  # warm-up: numba/resampy first-call costs
-    librosa.power_to_db(librosa.feature.melspectrogram(y=y, sr=sr, n_fft=2048, hop_length=512, n_mels=128))
+    librosa.power_to_db(
+        librosa.feature.melspectrogram(y=y, sr=sr, n_fft=2048, hop_length=512, n_mels=128)
+    )
     t0 = time.perf_counter()
     for p in paths:
         y, sr = librosa.load(p, sr=22050)
@@ -43,9 +45,13 @@ def librosa_loop(paths: list[str]) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="folder-per-genre dataset (e.g. GTZAN)")
-    parser.add_argument("--limit", type=int, default=0, help="use only the first N tracks (0 = all)")
+    parser.add_argument(
+        "--limit", type=int, default=0, help="use only the first N tracks (0 = all)"
+    )
     parser.add_argument("--cpus", type=int, default=2, help="CPUs for the local Ray")
-    parser.add_argument("--batch-size", type=int, default=None, help="files per Ray Data batch (default: config)")
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="files per Ray Data batch (default: config)"
+    )
     parser.add_argument("--out", default="bench/out/preprocess.json")
     args = parser.parse_args()
 
@@ -70,24 +76,36 @@ def main() -> int:
 
         ray_s = init_ray(None, args.cpus)
         warmup_s = warm_workers(args.cpus)
-        print(f"    Ray start-up              : {ray_s:.1f} s ray.init + {warmup_s:.1f} s worker warm-up (not in rates)")
+        print(
+            f"    Ray start-up              : {ray_s:.1f} s ray.init + {warmup_s:.1f} s worker warm-up (not in rates)"
+        )
 
-        overrides = [f"data.root={root}", f"cache.dir={work / 'cache'}", f"cache.num_cpus={args.cpus}"]
+        overrides = [
+            f"data.root={root}",
+            f"cache.dir={work / 'cache'}",
+            f"cache.num_cpus={args.cpus}",
+        ]
         if args.batch_size:
             overrides.append(f"cache.batch_size={args.batch_size}")
         cfg = load_config(None, overrides)
         cold = prepare(cfg)
         assert cold.computed == n - cold.failed, cold
-        print(f"(b) mgc.prepare cold        : {n / cold.seconds:7.1f} tracks/s  ({cold.seconds:.1f} s)")
+        print(
+            f"(b) mgc.prepare cold        : {n / cold.seconds:7.1f} tracks/s  ({cold.seconds:.1f} s)"
+        )
         warm = prepare(cfg)
         assert warm.computed == 0
-        print(f"(c) mgc.prepare warm        : {n / warm.seconds:7.1f} tracks/s  ({warm.seconds:.2f} s)")
+        print(
+            f"(c) mgc.prepare warm        : {n / warm.seconds:7.1f} tracks/s  ({warm.seconds:.2f} s)"
+        )
 
         loop_rate, cold_rate, warm_rate = n / loop_s, n / cold.seconds, n / warm.seconds
         print(f"ratio cold / librosa loop   : {cold_rate / loop_rate:.2f}x")
         print(f"ratio warm / librosa loop   : {warm_rate / loop_rate:.1f}x")
         total = cold.seconds + ray_s + warmup_s
-        print(f"cold incl. Ray start-up     : {n / total:7.1f} tracks/s ({loop_s / total:.2f}x the loop)")
+        print(
+            f"cold incl. Ray start-up     : {n / total:7.1f} tracks/s ({loop_s / total:.2f}x the loop)"
+        )
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(

@@ -21,7 +21,14 @@ from typing import Any
 import numpy as np
 
 from mgc.audio import AudioError, load_audio
-from mgc.config import Config, ConfigError, FeatureConfig, load_config, save_config
+from mgc.config import (
+    Config,
+    ConfigError,
+    FeatureConfig,
+    config_and_overrides,
+    load_config,
+    save_config,
+)
 from mgc.data.cache import CacheEntry, FeatureStore, content_hash, is_current, stat_entry
 from mgc.data.datasets import DatasetError, Track, discover
 from mgc.features import LogMel, logmel_numpy
@@ -239,11 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("config", nargs="?", help="YAML config (defaults are used when omitted)")
     parser.add_argument("overrides", nargs="*", help="section.key=value overrides")
     parser.add_argument("--no-ray", action="store_true", help="compute in this process (debugging)")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    config, overrides = args.config, list(args.overrides)
-    if config and "=" in config and not config.endswith((".yaml", ".yml")):
-        config, overrides = None, [config, *overrides]
+    config, overrides = config_and_overrides(args.config, args.overrides)
     try:
         cfg = load_config(config, overrides)
         result = prepare(cfg, use_ray=not args.no_ray)

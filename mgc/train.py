@@ -28,7 +28,14 @@ from torch import nn
 
 from mgc.artifacts import plot_train_curves, write_json
 from mgc.bundle import save_bundle
-from mgc.config import Config, ConfigError, TrainConfig, load_config, save_config
+from mgc.config import (
+    Config,
+    ConfigError,
+    TrainConfig,
+    config_and_overrides,
+    load_config,
+    save_config,
+)
 from mgc.data.datasets import DatasetError, write_label_map
 from mgc.data.loader import ChunkSet, SplitData, build_chunk_set, iterate_batches, load_split_data
 from mgc.evaluate import evaluate_chunks, fit_logreg, predict_chunks, write_evaluation
@@ -497,11 +504,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint"
     )
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    config, overrides = args.config, list(args.overrides)
-    if config and "=" in config and not config.endswith((".yaml", ".yml")):
-        config, overrides = None, [config, *overrides]
+    config, overrides = config_and_overrides(args.config, args.overrides)
     try:
         if args.resume:
             run_dir = Path(args.resume)
