@@ -66,7 +66,7 @@ class CacheConfig:
     # CPUs given to the local Ray when one is started here; null uses all of them.
     num_cpus: int | None = None
     # Files per Ray Data batch.
-    batch_size: int = 8
+    batch_size: int = 16
 
 
 @dataclass

