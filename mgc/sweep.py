@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import gc
 import logging
 import os
 import shutil
@@ -347,6 +348,11 @@ def run_sweep(
             ),
         )
     grid = tuner.fit()
+    # Ray's W&B callback cleans up in __del__, which fails at interpreter exit once Ray's module
+    # is gone; let it run now, while Ray is up.
+    del tuner, trainable
+    callbacks.clear()
+    gc.collect()
     ok = [r for r in grid if r.error is None and r.metrics]
     if not ok:
         first = next((r.error for r in grid if r.error is not None), "no trial reported")

@@ -104,3 +104,109 @@ def test_every_ablation_and_search_space_is_valid():
         # Same split and evaluation for every row.
         assert raw["data"]["split"] == "stratified" and raw["chunks"]["window_s"] == 3.0
     assert names == ["E0", "E1", "E2", "E3", "E4", "E5"]
+
+
+# A worker-process hook that makes `mgc.train.fit` fail on demand, driven by flag files, so the
+# tests can break trials inside Ray's own worker processes.
+FLAKY_HOOK = r"""
+import os
+from pathlib import Path
+
+
+def install():
+    import mgc.train
+
+    real_fit = mgc.train.fit
+    flags = Path(os.environ["MGC_TEST_FLAGS"])
+
+    def flaky_fit(cfg, report=None, **kwargs):
+        if (flags / "fail-always").exists():
+            raise RuntimeError("injected failure")
+        if report is None:
+            return real_fit(cfg, report=report, **kwargs)
+
+        def logged_report(metrics, ckpt_dir):
+            with open(flags / "reports.log", "a") as fh:  # which trial (by lr) ran which epoch
+                fh.write(f"{cfg.train.lr!r} {metrics['epoch']}\n")
+            report(metrics, ckpt_dir)  # Tune may end the trial inside its last report
+            try:
+                (flags / "fail-after-first-epoch").unlink()  # the first trial here fails, once
+            except FileNotFoundError:
+                return
+            (flags / "failed").write_text(str(metrics["epoch"]))
+            raise RuntimeError("injected failure after an epoch")
+
+        return real_fit(cfg, report=logged_report, **kwargs)
+
+    mgc.train.fit = flaky_fit
+"""
+
+
+@pytest.fixture(scope="module")
+def flaky_ray(tmp_path_factory):
+    """A Ray of its own whose workers run FLAKY_HOOK; the session's Ray is restarted after."""
+    import ray
+
+    compile(FLAKY_HOOK, "mgc_flaky_hook.py", "exec")  # a broken hook would hang Ray's workers
+    hook_dir = tmp_path_factory.mktemp("hook")
+    (hook_dir / "mgc_flaky_hook.py").write_text(FLAKY_HOOK)
+    flags = tmp_path_factory.mktemp("flags")
+    had_ray = ray.is_initialized()
+    ray.shutdown()
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={
+            "env_vars": {"PYTHONPATH": str(hook_dir), "MGC_TEST_FLAGS": str(flags)},
+            "worker_process_setup_hook": "mgc_flaky_hook.install",
+        },
+    )
+    yield flags
+    ray.shutdown()
+    if had_ray:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+
+
+@pytest.mark.slow
+def test_failed_trial_is_retried_from_its_checkpoint(
+    flaky_ray: Path, synth_dataset: Path, tmp_path: Path
+):
+    (flaky_ray / "fail-after-first-epoch").touch()
+    overrides = smoke_overrides(synth_dataset, tmp_path) + [
+        "train.epochs=2",
+        "sweep.max_failures=1",
+        "sweep.final_seeds=[0]",
+        "sweep.wandb.enabled=off",
+    ]
+    result = run_sweep(REPO / "ablations" / "e0.yaml", overrides)
+    # One trial really failed after its first epoch; its retry finished both epochs.
+    assert (flaky_ray / "failed").read_text() == "1"
+    assert not (flaky_ray / "fail-after-first-epoch").exists()
+    trials = result.summary["trials"]
+    assert len(trials) == 2 and all(t["epochs"] == 2 for t in trials)
+    # The retry continued from the checkpoint: every trial ran epoch 1 once, then epoch 2.
+    runs: dict[str, list[str]] = {}
+    for line in (flaky_ray / "reports.log").read_text().splitlines():
+        lr, epoch = line.split()
+        runs.setdefault(lr, []).append(epoch)
+    assert sorted(runs.values()) == [["1", "2"], ["1", "2"]], runs
+
+
+@pytest.mark.slow
+def test_interrupted_sweep_resumes(flaky_ray: Path, synth_dataset: Path, tmp_path: Path):
+    overrides = smoke_overrides(synth_dataset, tmp_path) + [
+        "sweep.max_failures=0",
+        "sweep.final_seeds=[0]",
+        "sweep.wandb.enabled=off",
+    ]
+    (flaky_ray / "fail-always").touch()
+    with pytest.raises(RuntimeError, match="every trial failed"):
+        run_sweep(REPO / "ablations" / "e0.yaml", overrides)
+    assert not (tmp_path / "results" / "E0").exists()
+    (flaky_ray / "fail-always").unlink()
+    # The same command with --resume picks the experiment up and reruns what did not finish.
+    assert main([str(REPO / "ablations" / "e0.yaml"), *overrides, "--resume"]) == 0
+    summary = json.loads((tmp_path / "results" / "E0" / "summary.json").read_text())
+    assert summary["n_trials"] == 2 and all(t["epochs"] == 1 for t in summary["trials"])
+    assert (tmp_path / "results" / "table.csv").is_file()
