@@ -59,6 +59,7 @@ from mgc.train import (  # noqa: E402
     cpu_has_bf16,
     make_optimizer,
     train_epoch,
+    train_step,
 )
 
 DEFAULT_MODELS = ["small_cnn", "cnn4", "vgg5", "resnet18"]
@@ -139,15 +140,7 @@ def step_runner(
         for _ in range(n):
             x, y = batches[i % len(batches)]
             i += 1
-            x, y = fast.to_input(x), y.to(fast.device)
-            with fast.autocast():
-                logits = train_model(x)
-                loss = loss_fn(logits.float(), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss.item()
-            int((logits.argmax(1) == y).sum())
+            train_step(train_model, x, y, optimizer, loss_fn, fast)
         return time.perf_counter() - t0
 
     return run

@@ -189,17 +189,30 @@ def train_epoch(
             continue
         if augment is not None:
             x = augment(x)
-        x, y = fast.to_input(x), y.to(fast.device)
-        with fast.autocast():
-            logits = model(x)
-            loss = loss_fn(logits.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total_loss += loss.item() * len(y)
-        correct += int((logits.argmax(1) == y).sum())
+        loss, n_correct = train_step(model, x, y, optimizer, loss_fn, fast)
+        total_loss += loss * len(y)
+        correct += n_correct
         seen += len(y)
     return total_loss / max(seen, 1), correct / max(seen, 1)
+
+
+def train_step(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: nn.Module,
+    fast: FastPath,
+) -> tuple[float, int]:
+    """One optimiser step on a batch; returns (mean loss, correct predictions)."""
+    x, y = fast.to_input(x), y.to(fast.device)
+    with fast.autocast():
+        logits = model(x)
+        loss = loss_fn(logits.float(), y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.item(), int((logits.argmax(1) == y).sum())
 
 
 def _rng_state(generator: torch.Generator) -> dict[str, Any]:
