@@ -106,6 +106,29 @@ def test_every_ablation_and_search_space_is_valid():
     assert names == ["E0", "E1", "E2", "E3", "E4", "E5"]
 
 
+@pytest.mark.slow
+def test_data_parallel_trial_trains_through_ray_train(
+    ray_local, synth_dataset: Path, tmp_path: Path
+):
+    # workers_per_trial > 1 runs each trial as a TorchTrainer; on CPUs it uses gloo, which
+    # exercises the same path a multi-GPU trial takes (the DDP wrap, sharded batches, reports).
+    overrides = smoke_overrides(synth_dataset, tmp_path) + [
+        "sweep.num_samples=1",
+        "sweep.resources.workers_per_trial=2",
+        "sweep.resources.cpus_per_trial=0.5",
+        "sweep.final_seeds=[0]",
+        "sweep.wandb.enabled=off",
+    ]
+    result = run_sweep(REPO / "ablations" / "e0.yaml", overrides)
+    (trial,) = result.summary["trials"]
+    assert trial["epochs"] == 1 and 0.0 <= trial["val_macro_f1"] <= 1.0
+    # The trial ran as a Ray Train run (its own storage under the trial) that kept rank 0's
+    # checkpoint.
+    (trial_dir,) = (tmp_path / "ray_results" / "mgc-E0").glob("_ddp_trial_*")
+    assert list((trial_dir / "train").rglob("checkpoint_*/last.pt"))
+    assert (tmp_path / "results" / "E0" / "seed_0" / "metrics.json").is_file()
+
+
 # A worker-process hook that makes `mgc.train.fit` fail on demand, driven by flag files, so the
 # tests can break trials inside Ray's own worker processes.
 FLAKY_HOOK = r"""
