@@ -31,13 +31,13 @@ class AudioError(Exception):
         super().__init__(f"{path}: {reason}")
 
 
-def _read_vorbis(path: Path) -> tuple[np.ndarray, int]:
+def _read_vorbis(path: Path, raw: bytes | None = None) -> tuple[np.ndarray, int]:
     # stb_vorbis (through miniaudio) decodes Ogg Vorbis about 1.4x faster than libvorbis in
     # libsndfile, to the same samples within 3e-7. Other codecs in an Ogg container (Opus, FLAC)
     # raise here and go on to libsndfile / FFmpeg.
     import miniaudio
 
-    raw = path.read_bytes()
+    raw = path.read_bytes() if raw is None else raw
     info = miniaudio.vorbis_get_info(raw)
     decoded = miniaudio.decode(
         raw,
@@ -96,25 +96,29 @@ def resample(wave: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     return out.numpy()
 
 
-def _decode(path: Path) -> tuple[np.ndarray, int]:
+def _decode(path: Path, raw: bytes | None) -> tuple[np.ndarray, int]:
     """(channels, samples), rate with the fastest decoder that takes the file, else libsndfile."""
     if path.suffix.lower() in (".ogg", ".oga"):
         try:
-            return _read_vorbis(path)
+            return _read_vorbis(path, raw)
         except Exception:  # not Vorbis, or damaged: libsndfile and FFmpeg give the reason
             pass
     return _read_soundfile(path)
 
 
-def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
-    """Decode `path` to a mono float32 array at `sample_rate`. Raises AudioError."""
+def load_audio(path: str | Path, sample_rate: int, raw: bytes | None = None) -> np.ndarray:
+    """Decode `path` to a mono float32 array at `sample_rate`. Raises AudioError.
+
+    `raw`, the file's bytes when the caller has already read them (prepare hashes them), saves
+    decoders that work from memory a second read.
+    """
     path = Path(path)
     if not path.is_file():
         raise AudioError(path, "file not found")
     if path.stat().st_size == 0:
         raise AudioError(path, "empty file (0 bytes)")
     try:
-        data, rate = _decode(path)
+        data, rate = _decode(path, raw)
     except Exception as sf_exc:  # libsndfile does not know the container: try FFmpeg
         try:
             data, rate = _read_av(path)

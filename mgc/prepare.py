@@ -69,7 +69,7 @@ def process_file(entry: CacheEntry, store: FeatureStore, logmel: LogMel) -> tupl
     if store.has(digest):
         return dataclasses.replace(entry, content=digest, n_frames=_frames_of(store, digest)), False
     try:
-        wave = load_audio(entry.path, store.features.sample_rate)
+        wave = load_audio(entry.path, store.features.sample_rate, raw=data)
         spec = logmel_numpy(wave, logmel)
     except AudioError as exc:
         return dataclasses.replace(entry, content=digest, error=str(exc)), False
