@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         "overrides", nargs="*", help="e.g. data.split=fault_filtered data.root=/data/gtzan"
     )
     parser.add_argument("--part", default="test", choices=["train", "valid", "test"])
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     # `split=…` and `root=…` are short for the data section's keys.
     overrides = [

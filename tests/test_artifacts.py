@@ -17,19 +17,9 @@ from mgc.artifacts import (
     write_json,
     write_predictions,
 )
+from mgc.data.gtzan import GTZAN_GENRES
 
-GENRES = [
-    "blues",
-    "classical",
-    "country",
-    "disco",
-    "hiphop",
-    "jazz",
-    "metal",
-    "pop",
-    "reggae",
-    "rock",
-]
+GENRES = list(GTZAN_GENRES)
 
 
 def random_predictions(n_tracks: int = 60, seed: int = 0):
