@@ -93,3 +93,12 @@ def test_ogg_that_is_not_vorbis_falls_back(tmp_path: Path):
     broken.write_bytes(b"OggS" + bytes(400))
     with pytest.raises(AudioError, match="cannot decode"):
         load_audio(broken, 22050)
+
+
+def test_vorbis_decodes_bytes_the_caller_already_read(tmp_path: Path):
+    # prepare hashes each file's bytes and hands them on, so the file is not read twice.
+    a, b = tmp_path / "a.ogg", tmp_path / "b.ogg"
+    sf.write(a, tone(330, 1.0), 22050, format="OGG", subtype="VORBIS")
+    sf.write(b, tone(880, 1.0), 22050, format="OGG", subtype="VORBIS")
+    from_bytes = load_audio(a, 22050, raw=b.read_bytes())
+    np.testing.assert_array_equal(from_bytes, load_audio(b, 22050))

@@ -1,3 +1,6 @@
+import platform
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -102,3 +105,30 @@ def test_cli_reports_and_never_tracebacks(synth_dataset: Path, tmp_path: Path, c
     assert err.startswith("error: ") and "nowhere" in err and "Traceback" not in err
     assert main(["train.lrr=1"]) == 2
     assert "did you mean train.lr" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(
+    platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
+    reason="keep_freed_memory tunes glibc's allocator; this platform has another",
+)
+def test_workers_keep_freed_buffers_for_the_next_track():
+    # A clip-sized buffer goes back to the OS when freed by default (and is page-faulted in
+    # again for the next clip); after keep_freed_memory() the process keeps it.
+    probe = (
+        "import os, sys, numpy as np\n"
+        "from mgc.prepare import keep_freed_memory\n"
+        "if sys.argv[1] == 'keep': assert keep_freed_memory()\n"
+        "page = os.sysconf('SC_PAGE_SIZE')\n"
+        "rss = lambda: int(open('/proc/self/statm').read().split()[1]) * page\n"
+        "a = np.ones(16 << 20, np.uint8); before = rss(); del a\n"
+        "print(before - rss())\n"
+    )
+
+    def released(mode: str) -> int:
+        out = subprocess.run(
+            [sys.executable, "-c", probe, mode], capture_output=True, text=True, check=True
+        )
+        return int(out.stdout.strip())
+
+    assert released("default") >= 12 << 20
+    assert released("keep") < 1 << 20

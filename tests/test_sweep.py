@@ -1,4 +1,5 @@
 import csv
+import gc
 import json
 from pathlib import Path
 
@@ -32,6 +33,10 @@ def test_sweep_end_to_end_fills_the_table(
 ):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     result = run_sweep(REPO / "ablations" / "e0.yaml", smoke_overrides(synth_dataset, tmp_path))
+    # Ray's W&B callback was cleaned up while Ray was up, not left to fail at interpreter exit.
+    from ray.air.integrations.wandb import WandbLoggerCallback
+
+    assert not [o for o in gc.get_objects() if isinstance(o, WandbLoggerCallback)]
     summary = result.summary
     assert summary["n_trials"] == 2 and len(summary["trials"]) == 2
     assert set(result.best_params) == {"train.lr", "train.batch_size", "model.dropout"}
