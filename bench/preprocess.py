@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -52,8 +53,16 @@ def main() -> int:
     parser.add_argument(
         "--batch-size", type=int, default=None, help="files per Ray Data batch (default: config)"
     )
+    parser.add_argument(
+        "--breakdown", type=int, default=40, help="tracks for the per-stage costs on one core"
+    )
     parser.add_argument("--out", default="bench/out/preprocess.json")
+    parser.add_argument("--stage-costs", choices=["default", "keep"], help=argparse.SUPPRESS)
+    parser.add_argument("files", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.stage_costs:  # the child process of stage_costs_fresh
+        print(json.dumps(stage_costs(args.files, keep=args.stage_costs == "keep")))
+        return 0
 
     tracks = discover(args.data)
     if args.limit:
@@ -106,6 +115,16 @@ def main() -> int:
         print(
             f"cold incl. Ray start-up     : {n / total:7.1f} tracks/s ({loop_s / total:.2f}x the loop)"
         )
+        sample = paths[:: max(1, n // args.breakdown)][: args.breakdown]
+        default, kept = stage_costs_fresh(sample, False), stage_costs_fresh(sample, True)
+        print(
+            f"per track, one core, {len(sample)} tracks, fresh processes: decode "
+            f"{kept['decode_libsndfile_ms']:.1f} ms with libsndfile, {kept['decode_ms']:.1f} ms "
+            f"as mgc decodes; log-mel {default['logmel_ms']:.1f} ms with glibc's defaults, "
+            f"{kept['logmel_ms']:.1f} ms with freed memory kept (as the workers run); "
+            f"hash + write {kept['hash_write_ms']:.1f} ms"
+        )
+        costs = {"tracks": len(sample), "glibc_default": default, "freed_memory_kept": kept}
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(
@@ -120,6 +139,7 @@ def main() -> int:
                     "prepare_warm_s": warm.seconds,
                     "ratio_cold": cold_rate / loop_rate,
                     "ratio_warm": warm_rate / loop_rate,
+                    "per_track_one_core": costs,
                 },
                 indent=2,
             )
@@ -127,6 +147,67 @@ def main() -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def stage_costs(paths: list[str], keep: bool, repeats: int = 2) -> dict[str, float]:
+    """Milliseconds per track of each stage of `mgc.prepare.process_file`, on one thread:
+    decoding with libsndfile and as mgc decodes, the log-mel interleaved with decoding as in a
+    worker, and hashing + writing the array. With `keep`, glibc keeps freed memory first (what
+    the prepare workers do). Meant for a fresh process: glibc's allocator adapts as a process runs,
+    and keep_freed_memory cannot be undone."""
+    import soundfile as sf
+    import torch
+
+    from mgc.audio import load_audio
+    from mgc.config import FeatureConfig
+    from mgc.data.cache import FeatureStore, content_hash
+    from mgc.features import LogMel, logmel_numpy
+    from mgc.prepare import keep_freed_memory
+
+    if keep:
+        keep_freed_memory()
+    torch.set_num_threads(1)
+    features = FeatureConfig()
+    logmel = LogMel.from_config(features)
+    spec = logmel_numpy(load_audio(paths[0], features.sample_rate), logmel)  # first-call costs
+    n = repeats * len(paths)
+    decode = compute = libsndfile = write = 0.0
+    store = FeatureStore(tempfile.mkdtemp(prefix="mgc-bench-store-"), features)
+    try:
+        for _ in range(repeats):
+            for p in paths:
+                t0 = time.perf_counter()
+                sf.read(p, dtype="float32")
+                t1 = time.perf_counter()
+                wave = load_audio(p, features.sample_rate)
+                t2 = time.perf_counter()
+                logmel_numpy(wave, logmel)
+                t3 = time.perf_counter()
+                store.save(content_hash(Path(p).read_bytes()), spec)
+                t4 = time.perf_counter()
+                libsndfile, decode = libsndfile + t1 - t0, decode + t2 - t1
+                compute, write = compute + t3 - t2, write + t4 - t3
+    finally:
+        shutil.rmtree(store.uri, ignore_errors=True)
+    ms = 1000 / n
+    return {
+        "decode_libsndfile_ms": libsndfile * ms,
+        "decode_ms": decode * ms,
+        "logmel_ms": compute * ms,
+        "hash_write_ms": write * ms,
+    }
+
+
+def stage_costs_fresh(paths: list[str], keep: bool) -> dict[str, float]:
+    """stage_costs in a new Python process."""
+    mode = "keep" if keep else "default"
+    out = subprocess.run(
+        [sys.executable, __file__, "--stage-costs", mode, "--data", "-", *paths],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def warm_workers(n: int) -> float:
