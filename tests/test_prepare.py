@@ -12,7 +12,7 @@ from mgc.config import load_config
 from mgc.data.cache import FeatureStore, stat_entry
 from mgc.data.datasets import discover
 from mgc.features import LogMel, logmel_numpy
-from mgc.prepare import main, prepare, process_file
+from mgc.prepare import files_per_task, main, prepare, process_file
 
 
 def cfg_for(root: Path, cache: str, *extra: str):
@@ -132,3 +132,12 @@ def test_workers_keep_freed_buffers_for_the_next_track():
 
     assert released("default") >= 12 << 20
     assert released("keep") < 1 << 20
+
+
+def test_files_per_task_fills_big_batches_but_keeps_every_cpu_busy():
+    assert files_per_task(807, 32, 2) == 32  # a laptop: the largest batches
+    assert files_per_task(807, 32, 64) == 4  # a cluster: 4 tasks for each of its 64 CPUs
+    assert files_per_task(10, 32, 2) == 2
+    assert files_per_task(1, 32, 128) == 1
+    assert files_per_task(0, 32, 2) == 1
+    assert files_per_task(807, 0, 2) == 1  # a batch_size of 0 still means one file a task
