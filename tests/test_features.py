@@ -45,6 +45,18 @@ def test_logmel_matches_librosa_on_real_clips(gtzan):
         assert diff.max() < TOLERANCE_DB, f"{path}: max diff {diff.max():.4f} dB"
 
 
+def test_logmel_blocks_of_frames_give_the_whole_clip_result():
+    rng = np.random.default_rng(2)
+    wave = torch.from_numpy(rng.normal(0, 0.1, (2, 22050 + 300)).astype(np.float32))
+    whole = LogMel(block_frames=10**6)(wave)  # one block: the whole STFT at once
+    for block in (1, 7, 43, 44, 45):  # 44 frames in all: edges of the last block
+        blocked = LogMel(block_frames=block)(wave)
+        assert blocked.shape == whole.shape == (2, 128, 44)
+        assert torch.allclose(blocked, whole, atol=1e-4), block
+    # Off the CPU fast path (float64 input) the dense filterbank gives the same values.
+    assert torch.allclose(LogMel()(wave.double()).float(), whole, atol=1e-3)
+
+
 def test_top_db_floor_is_per_example_in_a_batch():
     loud = torch.from_numpy(tone(440, 1.0, amp=0.9))
     quiet = loud * 1e-3
