@@ -91,10 +91,10 @@ def keep_freed_memory() -> bool:
     By default glibc serves each multi-megabyte array (a decoded clip, a whole-clip STFT) with a
     fresh mmap and unmaps it when freed, so the next track page-faults the same memory in again.
     bench/preprocess.py's stage costs on 30 s GTZAN clips, one core: torchaudio's whole-clip
-    MelSpectrogram 22.7 ms a track with glibc's defaults, 12.6 ms with freed memory kept; for
-    mgc's blocked LogMel and stb_vorbis decoding, whose buffers are smaller, 3-4%. Worth it in a
-    worker that runs the same pipeline over thousands of files; returns False where the C
-    library has no mallopt.
+    MelSpectrogram 22.7 ms a track with glibc's defaults, 12.6-13.4 ms with freed memory kept.
+    mgc's own blocked LogMel, whose buffers are smaller, gains little (within ±8% across runs);
+    decoding 3-4%. The price is at most 256 MiB of freed memory held per worker, so the workers
+    keep it; returns False where the C library has no mallopt.
     """
     m_trim_threshold, m_mmap_threshold = -1, -3
     try:
