@@ -1,13 +1,15 @@
 """Preprocessing throughput: the seed projects' librosa loop against `mgc.prepare`, in one run.
 
-    python bench/preprocess.py --data ../shared/data/gtzan [--limit N] [--cpus 2]
+    python bench/preprocess.py --data ../shared/data/gtzan [--limit N] [--cpus 2] [--rounds 3]
 
 (a) librosa loop: librosa.load + feature.melspectrogram + power_to_db, one file at a time, in
     this process (librosa warmed up first so its one-off JIT start is not counted);
 (b) mgc.prepare cold: empty cache, Ray Data over --cpus workers;
 (c) mgc.prepare warm: the same again, everything cached.
-Ray's start-up (ray.init, each worker's first import of torch, Ray Data's helper actors) is
-timed on its own and reported beside the rates, not inside them; the last line adds it back. Prints tracks/s and the ratios to (a).
+(a) and (b) alternate for --rounds rounds, Ray shut down while the loop runs; each round gives a
+ratio and the median of those is the result. Ray's start-up (ray.init, each worker's first
+imports, Ray Data's helper actors) is timed on its own and reported beside the rates, not inside
+them; the last line adds it back. Ends with where a track's time goes on one core.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -54,6 +57,9 @@ def main() -> int:
         "--batch-size", type=int, default=None, help="files per Ray Data batch (default: config)"
     )
     parser.add_argument(
+        "--rounds", type=int, default=3, help="alternating loop / cold-prepare pairs (median)"
+    )
+    parser.add_argument(
         "--breakdown", type=int, default=40, help="tracks for the per-stage costs on one core"
     )
     parser.add_argument("--out", default="bench/out/preprocess.json")
@@ -68,6 +74,8 @@ def main() -> int:
     if args.limit:
         step = max(1, len(tracks) // args.limit)  # spread over genres, not the first folder only
         tracks = tracks[::step][: args.limit]
+    import ray
+
     work = Path(tempfile.mkdtemp(prefix="mgc-bench-"))
     try:
         # Link the chosen files into a dataset folder of their own so every path sees the same set.
@@ -80,38 +88,46 @@ def main() -> int:
         n = len(paths)
         print(f"{n} tracks from {args.data}; {args.cpus} CPUs for Ray")
 
-        loop_s = librosa_loop(paths)
-        print(f"(a) librosa loop, 1 process : {n / loop_s:7.1f} tracks/s  ({loop_s:.1f} s)")
-
-        ray_s = init_ray(None, args.cpus)
-        warmup_s = warm_workers(args.cpus)
-        print(
-            f"    Ray start-up              : {ray_s:.1f} s ray.init + {warmup_s:.1f} s worker warm-up (not in rates)"
-        )
-
-        overrides = [
-            f"data.root={root}",
-            f"cache.dir={work / 'cache'}",
-            f"cache.num_cpus={args.cpus}",
-        ]
+        overrides = [f"data.root={root}", f"cache.num_cpus={args.cpus}"]
         if args.batch_size:
             overrides.append(f"cache.batch_size={args.batch_size}")
-        cfg = load_config(None, overrides)
-        cold = prepare(cfg)
-        assert cold.computed == n - cold.failed, cold
-        print(
-            f"(b) mgc.prepare cold        : {n / cold.seconds:7.1f} tracks/s  ({cold.seconds:.1f} s)"
-        )
+
+        # Rounds alternate the loop and a cold prepare (a fresh cache each time), so that a
+        # change in the machine's speed during the run reaches both sides of a ratio alike. Ray
+        # is shut down while the loop runs, so its idle processes take nothing from the loop.
+        loops, colds, inits, warmups = [], [], [], []
+        for i in range(args.rounds):
+            if ray.is_initialized():
+                ray.shutdown()
+            loops.append(librosa_loop(paths))
+            inits.append(init_ray(None, args.cpus))
+            warmups.append(warm_workers(args.cpus))
+            cfg = load_config(None, [*overrides, f"cache.dir={work / f'cache-{i}'}"])
+            cold = prepare(cfg)
+            assert cold.computed == n - cold.failed, cold
+            colds.append(cold.seconds)
+            print(
+                f"round {i + 1}: (a) librosa loop {n / loops[-1]:6.1f} tracks/s, (b) mgc.prepare "
+                f"cold {n / colds[-1]:6.1f} tracks/s: {loops[-1] / colds[-1]:.2f}x; Ray start-up "
+                f"{inits[-1]:.1f} s ray.init + {warmups[-1]:.1f} s worker warm-up (not in rates)"
+            )
         warm = prepare(cfg)
         assert warm.computed == 0
+        loop_s, cold_s = statistics.median(loops), statistics.median(colds)
+        ratios = sorted(lp / c for lp, c in zip(loops, colds, strict=True))
+        print(f"(a) librosa loop, 1 process : {n / loop_s:7.1f} tracks/s  (median {loop_s:.1f} s)")
+        print(f"(b) mgc.prepare cold        : {n / cold_s:7.1f} tracks/s  (median {cold_s:.1f} s)")
         print(
             f"(c) mgc.prepare warm        : {n / warm.seconds:7.1f} tracks/s  ({warm.seconds:.2f} s)"
         )
-
-        loop_rate, cold_rate, warm_rate = n / loop_s, n / cold.seconds, n / warm.seconds
-        print(f"ratio cold / librosa loop   : {cold_rate / loop_rate:.2f}x")
-        print(f"ratio warm / librosa loop   : {warm_rate / loop_rate:.1f}x")
-        total = cold.seconds + ray_s + warmup_s
+        print(
+            f"ratio cold / librosa loop   : {statistics.median(ratios):.2f}x median of the rounds "
+            f"({', '.join(f'{r:.2f}' for r in ratios)})"
+        )
+        print(f"ratio warm / librosa loop   : {loop_s / warm.seconds:.1f}x")
+        ray_s, warmup_s = statistics.median(inits), statistics.median(warmups)
+        print(f"Ray start-up, median        : {ray_s:.1f} s ray.init + {warmup_s:.1f} s warm-up")
+        total = cold_s + ray_s + warmup_s
         print(
             f"cold incl. Ray start-up     : {n / total:7.1f} tracks/s ({loop_s / total:.2f}x the loop)"
         )
@@ -133,13 +149,16 @@ def main() -> int:
                 {
                     "tracks": n,
                     "cpus": args.cpus,
-                    "librosa_loop_s": loop_s,
-                    "ray_init_s": ray_s,
-                    "worker_warmup_s": warmup_s,
-                    "prepare_cold_s": cold.seconds,
+                    "rounds": args.rounds,
+                    "librosa_loop_s": loops,
+                    "prepare_cold_s_rounds": colds,
+                    "ratio_cold_rounds": ratios,
+                    "ray_init_s": inits,
+                    "worker_warmup_s": warmups,
+                    "prepare_cold_s": cold_s,
                     "prepare_warm_s": warm.seconds,
-                    "ratio_cold": cold_rate / loop_rate,
-                    "ratio_warm": warm_rate / loop_rate,
+                    "ratio_cold": statistics.median(ratios),
+                    "ratio_warm": loop_s / warm.seconds,
                     "per_track_one_core": costs,
                 },
                 indent=2,
