@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -103,7 +104,9 @@ def main() -> int:
             inits.append(init_ray(None, args.cpus))
             warmups.append(warm_workers(args.cpus))
             cfg = load_config(None, [*overrides, f"cache.dir={work / f'cache-{i}'}"])
+            before = cpu_seconds_by_process()
             cold = prepare(cfg)
+            cpu_use = cpu_use_by_role(before, cpu_seconds_by_process())
             assert cold.computed == n - cold.failed, cold
             colds.append(cold.seconds)
             print(
@@ -125,6 +128,11 @@ def main() -> int:
             f"({', '.join(f'{r:.2f}' for r in ratios)})"
         )
         print(f"ratio warm / librosa loop   : {loop_s / warm.seconds:.1f}x")
+        if cpu_use:
+            print(
+                f"CPU-seconds during the last cold run ({args.cpus * cold.seconds:.1f} available): "
+                + ", ".join(f"{role} {sec:.2f}" for role, sec in cpu_use.items())
+            )
         ray_s, warmup_s = statistics.median(inits), statistics.median(warmups)
         print(f"Ray start-up, median        : {ray_s:.1f} s ray.init + {warmup_s:.1f} s warm-up")
         total = cold_s + ray_s + warmup_s
@@ -160,6 +168,7 @@ def main() -> int:
                     "ratio_cold": statistics.median(ratios),
                     "ratio_warm": loop_s / warm.seconds,
                     "per_track_one_core": costs,
+                    "cpu_seconds_last_cold_run": cpu_use,
                 },
                 indent=2,
             )
@@ -247,6 +256,53 @@ def stage_costs_fresh(paths: list[str], keep: bool) -> dict[str, float]:
         check=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def cpu_seconds_by_process() -> dict[int, tuple[str, float]]:
+    """pid → (name, user + system CPU seconds) of every process, from /proc; {} off Linux."""
+    out: dict[int, tuple[str, float]] = {}
+    proc = Path("/proc")
+    if not (proc / "self" / "stat").exists():
+        return out
+    tick = os.sysconf("SC_CLK_TCK")
+    for d in proc.iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        name = cmd.split()[0] if cmd.strip() else stat.split("(", 1)[1].split(")")[0]
+        out[int(d.name)] = (name, (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+def cpu_use_by_role(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]
+) -> dict[str, float]:
+    """CPU seconds spent between two snapshots, by role: this process (the driver), Ray's
+    worker processes (named ray::…, the map tasks and Ray Data's helper actors) and the rest
+    (raylet, GCS, dashboard, the OS), largest first."""
+    roles: dict[str, float] = {}
+    for pid, (name, sec) in after.items():
+        spent = sec - before.get(pid, (name, 0.0))[1]
+        if spent <= 0:
+            continue
+        if pid == os.getpid():
+            role = "driver"
+        elif name in ("ray::IDLE",) or name.startswith("ray::MapBatches"):
+            role = "workers (map tasks)"
+        elif name.startswith("ray::"):
+            role = name
+        else:
+            role = Path(name).name
+            role = "python (dashboard, log monitor)" if role.startswith("python") else role
+        roles[role] = roles.get(role, 0.0) + spent
+    big = {k: v for k, v in sorted(roles.items(), key=lambda kv: -kv[1]) if v >= 0.05}
+    big["everything else"] = sum(roles.values()) - sum(big.values())
+    return big
 
 
 def warm_workers(n: int, rounds: int = 5) -> float:
