@@ -67,6 +67,8 @@ def main() -> int:
     parser.add_argument("--stage-costs", choices=["default", "keep"], help=argparse.SUPPRESS)
     parser.add_argument("files", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     if args.stage_costs:  # the child process of stage_costs_fresh
         print(json.dumps(stage_costs(args.files, keep=args.stage_costs == "keep")))
         return 0

@@ -371,6 +371,7 @@ def validate(cfg: Config) -> None:
         (cfg.train.scheduler in ("none", "cosine"), "train.scheduler must be none or cosine"),
         (cfg.train.lr > 0, "train.lr must be positive"),
         (cfg.train.batch_size > 0, "train.batch_size must be positive"),
+        (cfg.cache.batch_size > 0, "cache.batch_size must be positive (files per Ray Data task)"),
         (cfg.train.epochs > 0, "train.epochs must be positive"),
         (0 <= cfg.train.label_smoothing < 1, "train.label_smoothing must be in [0, 1)"),
         (

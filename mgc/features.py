@@ -40,7 +40,7 @@ class LogMel(nn.Module):
         block_frames: int = 128,
     ):
         super().__init__()
-        self.n_fft, self.hop_length, self.n_mels = n_fft, hop_length, n_mels
+        self.n_mels = n_mels
         self.top_db = top_db
         self.block_frames = block_frames
         # Centring is done once on the whole waveform (forward), so each block is a plain
@@ -89,14 +89,15 @@ class LogMel(nn.Module):
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         lead, n_samples = wave.shape[:-1], wave.shape[-1]
-        pad = self.n_fft // 2
+        n_fft, hop = self.spectrogram.n_fft, self.spectrogram.hop_length
+        pad = n_fft // 2
         padded = torch.nn.functional.pad(wave.reshape(-1, n_samples), (pad, pad))
-        n_frames = 1 + n_samples // self.hop_length
+        n_frames = 1 + n_samples // hop
         mel = padded.new_empty(self.n_mels, padded.shape[0], n_frames)
         step = self.block_frames if padded.device.type == "cpu" else n_frames
         for start in range(0, n_frames, step):
             stop = min(start + step, n_frames)
-            segment = padded[:, start * self.hop_length : (stop - 1) * self.hop_length + self.n_fft]
+            segment = padded[:, start * hop : (stop - 1) * hop + n_fft]
             mel[:, :, start:stop] = self._mel_power(segment)
         # amplitude_to_DB takes its top_db floor per item of dim 0 when given (N, 1, F, T).
         db = AF.amplitude_to_DB(

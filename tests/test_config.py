@@ -51,6 +51,8 @@ def test_value_checks_and_one_line_messages(tmp_path: Path):
     with pytest.raises(ConfigError) as exc:
         load_config(None, ["chunks.overlap=1.5"])
     assert "\n" not in str(exc.value)
+    with pytest.raises(ConfigError, match=r"cache\.batch_size must be positive"):
+        load_config(None, ["cache.batch_size=0"])
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "missing.yaml")
     with pytest.raises(ConfigError, match="section.key=value"):
