@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import classification_report, confusion_matrix
 
+from mgc.fsio import atomic_path, atomic_write
 from mgc.metrics import CONFIDENTLY_WRONG_COLUMNS, CONFUSED_PAIR_COLUMNS, hard_cases
 
 PathLike = str | os.PathLike
@@ -26,9 +27,19 @@ TRAIN_COLOUR, VAL_COLOUR = "tab:blue", "tab:orange"
 PROB_DECIMALS = 4
 
 
-def _prepare(path: PathLike) -> Path:
+def _save_figure(fig: Figure, path: PathLike) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    # Format named outright: for a target without a suffix the temporary ends in .tmp, which
+    # savefig would otherwise take for the format.
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=DPI, format=path.suffix.lstrip(".") or "png")
+    return path
+
+
+def _save_csv(frame: pd.DataFrame, path: PathLike) -> Path:
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
     return path
 
 
@@ -75,8 +86,8 @@ def write_classification_report(
     blocks = [_report_block(y_true, y_pred, genres, split, level)]
     if chunk_true is not None and chunk_pred is not None:
         blocks.append(_report_block(chunk_true, chunk_pred, genres, split, "chunk"))
-    path = _prepare(path)
-    path.write_text("\n\n".join(blocks))
+    path = Path(path)
+    atomic_write(path, "\n\n".join(blocks))
     return path
 
 
@@ -113,9 +124,7 @@ def plot_confusion_matrix(
     accuracy = np.trace(cm) / total if total else float("nan")
     ax.set_title(f"{title}\naccuracy {accuracy:.3f} on {total} {unit}", fontsize=10)
     fig.tight_layout()
-    path = _prepare(path)
-    fig.savefig(path, dpi=DPI)
-    return path
+    return _save_figure(fig, path)
 
 
 def write_predictions(
@@ -145,9 +154,7 @@ def write_predictions(
     )
     for k, genre in enumerate(genres):
         frame[f"p_{genre}"] = probs[:, k].round(PROB_DECIMALS)
-    path = _prepare(path)
-    frame.to_csv(path, index=False)
-    return path
+    return _save_csv(frame, path)
 
 
 def write_hard_cases(
@@ -171,9 +178,7 @@ def write_hard_cases(
         frame[column] = frame[column].astype(float).round(PROB_DECIMALS)
     # Nullable integers so counts print as "3", not "3.0", beside the empty cells.
     frame["count"] = frame["count"].astype("Int64")
-    path = _prepare(path)
-    frame.to_csv(path, index=False)
-    return path
+    return _save_csv(frame, path)
 
 
 def _plot_series(ax: Any, frame: pd.DataFrame, column: str, label: str, **style: Any) -> bool:
@@ -241,9 +246,7 @@ def plot_train_curves(log_csv_path: PathLike, png_path: PathLike) -> Path:
         summary += f", best val macro-F1 {best['val_macro_f1']:.3f} at epoch {int(best['epoch'])}"
     fig.suptitle(summary, fontsize=10)
     fig.tight_layout()
-    path = _prepare(png_path)
-    fig.savefig(path, dpi=DPI)
-    return path
+    return _save_figure(fig, png_path)
 
 
 def _jsonable(obj: Any) -> Any:
@@ -267,6 +270,6 @@ def _jsonable(obj: Any) -> Any:
 
 def write_json(path: PathLike, obj: Any) -> Path:
     """Write obj as JSON (indent 2, sorted keys); numpy values, paths and NaN are converted."""
-    path = _prepare(path)
-    path.write_text(json.dumps(_jsonable(obj), indent=2, sort_keys=True, allow_nan=False) + "\n")
+    path = Path(path)
+    atomic_write(path, json.dumps(_jsonable(obj), indent=2, sort_keys=True, allow_nan=False) + "\n")
     return path

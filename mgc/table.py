@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import re
 import sys
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
+
+from mgc.fsio import atomic_write
 
 COLUMNS = [
     "Experiment",
@@ -20,11 +23,40 @@ COLUMNS = [
     "Macro-F1",
     "Split",
 ]
+# Params, Test Acc and Macro-F1 are numbers: right-aligned in Markdown and LaTeX alike.
+ALIGN = ["left", "left", "left", "left", "right", "right", "right", "left"]
+
+SEED_COLUMNS = [
+    "seed",
+    "test_track_accuracy",
+    "test_track_macro_f1",
+    "test_chunk_accuracy",
+    "test_chunk_macro_f1",
+    "valid_track_macro_f1",
+    "best_epoch",
+    "epochs_run",
+]
+
+NOTE = (
+    "Test Acc and Macro-F1 in %, mean ± std over the final seeds, "
+    "track level (mean of chunk probabilities)."
+)
+CAPTION = (
+    r"Ablation on GTZAN: test accuracy and macro-F1 (\%, mean $\pm$ std over seeds, track level)."
+)
+
+
+def _write(path: Path, text: str) -> Path:
+    atomic_write(path, text)  # a reader sees the old table or the new one, never half of one
+    return path
 
 
 def _pm(summary: dict[str, Any], key: str) -> str:
-    mean, std = summary[f"{key}_mean"], summary[f"{key}_std"]
-    return f"{100 * mean:.1f} ± {100 * std:.1f}"
+    mean = f"{100 * summary[f'{key}_mean']:.1f}"
+    # One seed has no spread; "± 0.0" would claim one. The Split column says "1 seed".
+    if len(summary["seeds"]) < 2:
+        return mean
+    return f"{mean} ± {100 * summary[f'{key}_std']:.1f}"
 
 
 def _order(name: str) -> tuple:
@@ -33,88 +65,73 @@ def _order(name: str) -> tuple:
     return (0, int(m.group(1)), m.group(2)) if m else (1, 0, name)
 
 
-def collect(results_dir: str | Path) -> list[dict[str, Any]]:
-    """One row per results/<experiment>/summary.json, in E0…E5 order."""
-    summaries = []
-    for path in sorted(Path(results_dir).glob("*/summary.json")):
-        summaries.append(json.loads(path.read_text()))
+def _row(s: dict[str, Any]) -> dict[str, str]:
+    n = len(s["seeds"])
+    return {
+        "Experiment": s["experiment"],
+        "Model": s["model"],
+        "Augmentation": s["augmentation"],
+        "Optimizer/Strategy": s["strategy"],
+        "Params": f"{s['params']:,}",
+        "Test Acc": _pm(s, "test_track_accuracy"),
+        "Macro-F1": _pm(s, "test_track_macro_f1"),
+        "Split": f"{s['split']} (track level, {n} seed{'' if n == 1 else 's'})",
+    }
+
+
+def collect(results_dir: str | Path) -> pd.DataFrame:
+    """One row of formatted cells per results/<experiment>/summary.json, in E0, E1, … order."""
+    summaries = [json.loads(p.read_text()) for p in Path(results_dir).glob("*/summary.json")]
     summaries.sort(key=lambda s: _order(s["experiment"]))
-    rows = []
-    for s in summaries:
-        rows.append(
-            {
-                "Experiment": s["experiment"],
-                "Model": s["model"],
-                "Augmentation": s["augmentation"],
-                "Optimizer/Strategy": s["strategy"],
-                "Params": f"{s['params']:,}",
-                "Test Acc": _pm(s, "test_track_accuracy"),
-                "Macro-F1": _pm(s, "test_track_macro_f1"),
-                "Split": f"{s['split']} (track level, {len(s['seeds'])} seeds)",
-            }
-        )
-    return rows
+    return pd.DataFrame([_row(s) for s in summaries], columns=COLUMNS)
 
 
-def to_markdown(rows: list[dict[str, Any]]) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|"]
-    lines += ["| " + " | ".join(str(r[c]) for c in COLUMNS) + " |" for r in rows]
-    note = "Test Acc and Macro-F1 in %, mean ± std over the final seeds, track level (mean of chunk probabilities)."
-    return "\n".join(lines) + f"\n\n{note}\n"
+def to_markdown(table: pd.DataFrame) -> str:
+    # disable_numparse keeps the cells as formatted ("393,450", "59.0") instead of re-reading them.
+    body = table.to_markdown(index=False, colalign=ALIGN, disable_numparse=True)
+    return f"{body}\n\n{NOTE}\n"
 
 
-def _tex_escape(text: str) -> str:
-    for a, b in (
-        ("\\", r"\textbackslash{}"),
-        ("&", r"\&"),
-        ("%", r"\%"),
-        ("_", r"\_"),
-        ("#", r"\#"),
-        ("±", r"$\pm$"),
-    ):
-        text = text.replace(a, b)
-    return text
-
-
-def to_latex(rows: list[dict[str, Any]]) -> str:
-    """A booktabs table ready to paste into a paper."""
-    head = " & ".join(_tex_escape(c) for c in COLUMNS) + r" \\"
-    body = [" & ".join(_tex_escape(str(r[c])) for c in COLUMNS) + r" \\" for r in rows]
-    return "\n".join(
-        [
-            r"\begin{table}[t]",
-            r"\centering",
-            r"\caption{Ablation on GTZAN: test accuracy and macro-F1 (\%, mean $\pm$ std over seeds, track level).}",
-            r"\label{tab:ablation}",
-            r"\begin{tabular}{llllrrrl}",
-            r"\toprule",
-            head,
-            r"\midrule",
-            *body,
-            r"\bottomrule",
-            r"\end{tabular}",
-            r"\end{table}",
-            "",
-        ]
+def to_latex(table: pd.DataFrame) -> str:
+    """A booktabs table ready to \\input in a paper."""
+    # Styler escapes first (_ % & # …), then the formatter turns ± into math mode.
+    styler = (
+        table.style.hide(axis="index")
+        .format(lambda s: s.replace("±", r"$\pm$"), escape="latex")
+        .format_index(escape="latex", axis=1)
+    )
+    return styler.to_latex(
+        column_format="".join(a[0] for a in ALIGN),
+        position="t",
+        position_float="centering",
+        hrules=True,
+        caption=CAPTION,
+        label="tab:ablation",
+        environment="table",
     )
 
 
 def write_tables(results_dir: str | Path) -> dict[str, Path]:
+    """Rebuild results_dir/table.{md,csv,tex}; returns their paths under keys md, csv, tex."""
     results_dir = Path(results_dir)
-    rows = collect(results_dir)
-    results_dir.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "md": results_dir / "table.md",
-        "csv": results_dir / "table.csv",
-        "tex": results_dir / "table.tex",
+    table = collect(results_dir)
+    texts = {
+        "md": to_markdown(table),
+        "csv": table.to_csv(index=False, lineterminator="\n"),
+        "tex": to_latex(table),
     }
-    paths["md"].write_text(to_markdown(rows))
-    paths["tex"].write_text(to_latex(rows))
-    with open(paths["csv"], "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    return paths
+    return {k: _write(results_dir / f"table.{k}", t) for k, t in texts.items()}
+
+
+def write_seed_csv(path: Path, seed_metrics: list[dict]) -> Path:
+    """seeds.csv: one row per final seed run, its test/valid metrics and epochs."""
+    # Nested metrics flatten to test_track_accuracy, valid_track_macro_f1, ….
+    frame = pd.json_normalize(seed_metrics, sep="_")
+    missing = [c for c in SEED_COLUMNS if c not in frame.columns]
+    if seed_metrics and missing:
+        raise KeyError(f"seed metrics lack {', '.join(missing)}")
+    frame = frame.reindex(columns=SEED_COLUMNS)
+    return _write(Path(path), frame.to_csv(index=False, lineterminator="\n"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,9 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.results}: results folder not found", file=sys.stderr)
         return 2
     paths = write_tables(args.results)
-    print(paths["md"].read_text())
+    print(paths["md"].read_text(encoding="utf-8"))
     if args.latex:
-        print(paths["tex"].read_text())
+        print(paths["tex"].read_text(encoding="utf-8"))
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
 

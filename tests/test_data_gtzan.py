@@ -305,3 +305,20 @@ def test_download_verifies_checksum(tmp_path: Path, http_server: tuple[str, Path
     kept = dest.parent / "genres.tar.gz"
     assert hashlib.md5(kept.read_bytes()).hexdigest() == md5
     assert not (dest.parent / "genres.tar.gz.part").exists()
+
+
+def test_mac_debris_and_hidden_files_are_not_genres_or_tracks(tmp_path: Path) -> None:
+    # A zip made on a Mac: __MACOSX/ mirrors the tree, ._x files are AppleDouble resource forks.
+    src = make_genres(tmp_path / "src" / "genres")
+    (src / "blues" / "._blues.00000.au").write_bytes(b"\x00\x05\x16\x07 resource fork")
+    (src / "blues" / ".blues.00001.au.123-abcd.tmp.au").write_bytes(b"partial copy")
+    (src / ".hidden").mkdir()
+    _write_tone(src / ".hidden" / "x.au", 220.0, fmt="AU")
+    # Shallower than genres/, so only the folder rule keeps it from being taken as the root.
+    for genre in GTZAN_GENRES:
+        _write_tone(tmp_path / "src" / "__MACOSX" / genre / "y.au", 330.0, fmt="AU")
+    assert find_genre_root(tmp_path / "src") == src
+    dest = tmp_path / "gtzan"
+    get_gtzan(str(tmp_path / "src"), dest, progress=False)
+    assert_imported(dest, {".au"})
+    assert not [p for p in dest.rglob(".*")]

@@ -148,6 +148,15 @@ def test_custom_quarantine_and_thresholds(dirty: Path, tmp_path: Path) -> None:
     assert not (dirty / ".quarantine").exists()
 
 
+def test_hidden_and_private_entries_are_neither_tracks_nor_ignored(dirty: Path) -> None:
+    (dirty / "blues" / ".DS_Store").write_bytes(b"finder")
+    (dirty / "blues" / ".blues.00009.wav.77-0a1b2c3d.tmp.wav").write_bytes(b"half a copy")
+    _write(dirty / "_drafts" / "draft.wav", _wave(4.0))
+    report = scan(dirty, progress=False)
+    assert report.n_checked == 8
+    assert report.ignored == ["classical/notes.txt"]
+
+
 def test_quiet_tone_is_silent_only_below_threshold(tmp_path: Path) -> None:
     root = tmp_path / "ds"
     _write(root / "a" / "quiet.wav", _wave(4.0) * 10 ** (-70 / 20) / 0.3)  # peak -70 dBFS

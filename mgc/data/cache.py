@@ -18,7 +18,6 @@ import hashlib
 import io
 import json
 import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import fsspec
 import numpy as np
 
 from mgc.config import FeatureConfig
+from mgc.fsio import atomic_write
 
 # Bump when the way features are computed changes without a parameter changing.
 FEATURE_VERSION = 1
@@ -88,7 +88,8 @@ class FeatureStore:
     def save(self, content: str, logmel: np.ndarray) -> None:
         buf = io.BytesIO()
         np.save(buf, np.ascontiguousarray(logmel, dtype=np.float32))
-        self._write_atomic(self.array_path(content), buf.getvalue())
+        # Via a temporary: an interrupted run must not leave a half-written array has() trusts.
+        atomic_write(self.array_path(content), buf.getvalue(), fs=self.fs)
 
     def load(self, content: str) -> np.ndarray:
         with self.fs.open(self.array_path(content), "rb") as fh:
@@ -114,20 +115,11 @@ class FeatureStore:
             "entries": [dataclasses.asdict(e) for e in entries],
         }
         path = self.manifest_path(root)
-        self._write_atomic(path, json.dumps(payload, indent=1).encode())
-        self._write_atomic(
-            f"{self.base}/params.json", json.dumps(payload["features"], indent=2).encode()
+        atomic_write(path, json.dumps(payload, indent=1), fs=self.fs)
+        atomic_write(
+            f"{self.base}/params.json", json.dumps(payload["features"], indent=2), fs=self.fs
         )
         return path
-
-    def _write_atomic(self, path: str, data: bytes) -> None:
-        # Write-then-rename so an interrupted run never leaves a half-written array behind.
-        parent = path.rsplit("/", 1)[0]
-        self.fs.makedirs(parent, exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-        with self.fs.open(tmp, "wb") as fh:
-            fh.write(data)
-        self.fs.mv(tmp, path)
 
 
 def stat_entry(track_id: str, genre: str, path: str) -> CacheEntry:
@@ -136,11 +128,8 @@ def stat_entry(track_id: str, genre: str, path: str) -> CacheEntry:
 
 
 def is_current(entry: CacheEntry, fresh: CacheEntry, stored: set[str]) -> bool:
-    """A manifest entry still describes the file (same size and mtime) and its array exists."""
-    return (
-        entry.error is None
-        and entry.content is not None
-        and entry.size == fresh.size
-        and entry.mtime_ns == fresh.mtime_ns
-        and entry.content in stored
-    )
+    """A manifest entry still describes the file (same size and mtime) and, unless the file was
+    found bad (reported again, not retried until it changes), its array is in the store."""
+    if entry.size != fresh.size or entry.mtime_ns != fresh.mtime_ns:
+        return False
+    return entry.error is not None or (entry.content is not None and entry.content in stored)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mgc.audio import AUDIO_EXTENSIONS
+from mgc.fsio import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,33 @@ def track_id_of(genre: str, filename: str) -> str:
     return f"{genre}/{stem}"
 
 
+def is_genre_name(name: str) -> bool:
+    """Whether a sub-folder called `name` counts as a genre.
+
+    Hidden folders hold the scan's quarantine (`.quarantine`), and `_`-prefixed ones are
+    tool debris such as `__MACOSX/` in zips made on a Mac; neither is a genre.
+    """
+    return not name.startswith((".", "_"))
+
+
+def is_genre_dir(path: Path) -> bool:
+    return is_genre_name(path.name) and path.is_dir()
+
+
+def genre_dirs(root: Path) -> list[Path]:
+    """The genre folders directly under `root`, sorted by name."""
+    return sorted(p for p in root.iterdir() if is_genre_dir(p))
+
+
+def is_visible_file(path: Path) -> bool:
+    # Dot-files are editor/OS droppings (._foo.wav from macOS) or our own temporaries.
+    return not path.name.startswith(".") and path.is_file()
+
+
+def is_audio_file(path: Path, extensions: tuple[str, ...] = AUDIO_EXTENSIONS) -> bool:
+    return path.suffix.lower() in extensions and is_visible_file(path)
+
+
 def discover(root: str | Path, extensions: tuple[str, ...] = AUDIO_EXTENSIONS) -> list[Track]:
     """All audio files `<root>/<genre>/<file>` sorted by track id. Hidden folders are skipped
     (the quarantine lives in `<root>/.quarantine`)."""
@@ -41,15 +69,9 @@ def discover(root: str | Path, extensions: tuple[str, ...] = AUDIO_EXTENSIONS) -
     if not root.is_dir():
         raise DatasetError(f"{root}: dataset folder not found")
     tracks: dict[str, Track] = {}
-    for genre_dir in sorted(
-        p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))
-    ):
+    for genre_dir in genre_dirs(root):
         for path in sorted(genre_dir.iterdir()):
-            if (
-                not path.is_file()
-                or path.name.startswith(".")
-                or path.suffix.lower() not in extensions
-            ):
+            if not is_audio_file(path, extensions):
                 continue
             tid = track_id_of(genre_dir.name, path.name)
             if tid in tracks:
@@ -72,8 +94,7 @@ def write_label_map(genres: list[str], path: str | Path) -> Path:
     path = Path(path)
     if path.is_dir():
         path = path / LABEL_MAP_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({str(i): g for i, g in enumerate(genres)}, indent=2) + "\n")
+    atomic_write(path, json.dumps({str(i): g for i, g in enumerate(genres)}, indent=2) + "\n")
     return path
 
 

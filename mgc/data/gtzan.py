@@ -7,7 +7,6 @@ import filecmp
 import hashlib
 import logging
 import shutil
-import socket
 import tarfile
 import tempfile
 import urllib.error
@@ -18,8 +17,17 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
-from mgc.audio import AUDIO_EXTENSIONS
-from mgc.data.datasets import DatasetError, discover, genres_of, write_label_map
+from mgc.data.datasets import (
+    DatasetError,
+    discover,
+    genre_dirs,
+    genres_of,
+    is_audio_file,
+    is_genre_dir,
+    write_label_map,
+)
+from mgc.fsio import atomic_path
+from mgc.net import Unreachable, check_reachable
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +63,6 @@ GTZAN_CHECKSUMS: dict[str, str] = {
     "sha256": "24347e0223d2ba798e0a558c4c172d9d4a19c00bb7963fe055d183dadb4ef2c6",
     "md5": "5b3d6dddb579ab49814ab86dba69e7c7",
 }
-GTZAN_CHECKSUMS_VERIFIED = False
 
 # Fail fast when offline: a dead mirror should not cost minutes.
 CONNECT_TIMEOUT_S = 5.0
@@ -95,20 +102,9 @@ def get_gtzan(
 # Folders
 
 
-def _has_audio(folder: Path) -> bool:
-    return any(
-        p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS and not p.name.startswith(".")
-        for p in folder.iterdir()
-    )
-
-
 def _genre_dirs(folder: Path) -> list[Path]:
-    """Visible subfolders holding audio; the same rule `discover` uses for genres."""
-    return sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_dir() and not p.name.startswith((".", "_")) and _has_audio(p)
-    )
+    """Genre folders (as `discover` sees them) that hold at least one audio file."""
+    return [d for d in genre_dirs(folder) if any(is_audio_file(p) for p in d.iterdir())]
 
 
 def find_genre_root(folder: Path) -> Path:
@@ -116,14 +112,10 @@ def find_genre_root(folder: Path) -> Path:
     (`genres/`, `Data/genres_original/`, …) one or two levels down."""
     candidates = [folder]
     for child in sorted(folder.iterdir()):
-        # __MACOSX/ in zips made on a Mac mirrors the tree with resource forks, not audio.
-        if child.is_dir() and not child.name.startswith((".", "_")):
+        # is_genre_dir also drops __MACOSX/, which mirrors a zip's tree with resource forks.
+        if is_genre_dir(child):
             candidates.append(child)
-            candidates.extend(
-                g
-                for g in sorted(child.iterdir())
-                if g.is_dir() and not g.name.startswith((".", "_"))
-            )
+            candidates.extend(genre_dirs(child))
 
     def score(cand: Path) -> tuple[int, int]:
         # GTZAN genre names win over other audio folders; a Kaggle copy also has images_original/
@@ -144,17 +136,12 @@ def _import_folder(source: Path, dest: Path, progress: bool) -> Path:
     root = find_genre_root(source)
     if dest.resolve() == root.resolve():
         raise DatasetError(f"{dest}: destination is the source folder itself")
-    genre_dirs = _genre_dirs(root)
-    missing = [g for g in GTZAN_GENRES if g not in {d.name for d in genre_dirs}]
+    dirs = _genre_dirs(root)
+    missing = [g for g in GTZAN_GENRES if g not in {d.name for d in dirs}]
     if missing:
         log.warning("%s: GTZAN genre(s) missing: %s", root, ", ".join(missing))
     skip = _quarantined(dest)
-    files = [
-        f
-        for d in genre_dirs
-        for f in sorted(d.iterdir())
-        if f.is_file() and f.suffix.lower() in AUDIO_EXTENSIONS and not f.name.startswith(".")
-    ]
+    files = [f for d in dirs for f in sorted(d.iterdir()) if is_audio_file(f)]
     copied = same = replaced = quarantined = 0
     for src in tqdm(files, desc="copy", unit="file", disable=not progress):
         rel = f"{src.parent.name}/{src.name}"
@@ -170,12 +157,10 @@ def _import_folder(source: Path, dest: Path, progress: bool) -> Path:
                 continue
             log.warning("%s: differs from %s, replaced", dst, src)
             replaced += 1
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        # Copy to a temporary name first, so an interrupted run never leaves a truncated file
-        # that the next run would take for audio.
-        tmp = dst.with_name(f".{dst.name}.part")
-        shutil.copy2(src, tmp)
-        tmp.replace(dst)
+        # Through a temporary, so an interrupted run never leaves a truncated file that the
+        # next run would take for audio (copy2 keeps the mtime the comparison above relies on).
+        with atomic_path(dst) as tmp:
+            shutil.copy2(src, tmp)
         copied += 1
     label_map = write_label_map(genres_of(discover(dest)), dest)
     log.info(
@@ -292,18 +277,6 @@ def _matches(digests: dict[str, str], expected: dict[str, str], user_given: bool
     return all(hits) if user_given else any(hits)
 
 
-def _check_reachable(url: str) -> None:
-    parts = urllib.parse.urlparse(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-        socket.create_connection((parts.hostname, port), timeout=CONNECT_TIMEOUT_S).close()
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise DatasetError(
-            f"cannot reach {parts.hostname}:{port} ({reason}); {OFFLINE_HINT}"
-        ) from exc
-
-
 def download(
     url: str, folder: Path, progress: bool = True, md5: str | None = None, sha256: str | None = None
 ) -> Path:
@@ -315,7 +288,10 @@ def download(
         log.info("%s: already downloaded and verified", final)
         return final
     # Reachability first: offline is the likeliest problem and its message names the way out.
-    _check_reachable(url)
+    try:
+        check_reachable(url, CONNECT_TIMEOUT_S)
+    except Unreachable as exc:
+        raise DatasetError(f"{exc}; {OFFLINE_HINT}") from exc
     expected = _expected(url, md5, sha256)
     folder.mkdir(parents=True, exist_ok=True)
     part = final.with_name(final.name + ".part")

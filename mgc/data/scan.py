@@ -15,7 +15,15 @@ import numpy as np
 from tqdm import tqdm
 
 from mgc.audio import AudioError, load_audio
-from mgc.data.datasets import DatasetError, Track, discover
+from mgc.data.datasets import (
+    DatasetError,
+    Track,
+    discover,
+    genre_dirs,
+    is_genre_name,
+    is_visible_file,
+)
+from mgc.fsio import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -87,13 +95,11 @@ def read_report(quarantine: str | Path) -> list[dict[str, str]]:
 
 def _write_report(quarantine: Path, rows: list[dict[str, str]]) -> Path:
     path = quarantine / REPORT_NAME
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as fh:
+    # Replace in one step: an interrupted scan keeps the old history rather than half of it.
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=REPORT_FIELDS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    # Replace in one step: an interrupted scan keeps the old history rather than half of it.
-    os.replace(tmp, path)
     return path
 
 
@@ -118,11 +124,10 @@ def _tracks_and_ignored(root: Path, qdir: Path) -> tuple[list[Track], list[str]]
             raise
     used = {Path(t.path) for t in tracks}
     ignored = []
-    for genre_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        if genre_dir.name.startswith((".", "_")):
-            continue
+    # Whatever discover() passed over in a genre folder: other formats, stray notes, duplicates.
+    for genre_dir in genre_dirs(root):
         for path in sorted(genre_dir.iterdir()):
-            if path.is_file() and not path.name.startswith(".") and path.resolve() not in used:
+            if is_visible_file(path) and path.resolve() not in used:
                 ignored.append(f"{genre_dir.name}/{path.name}")
     return tracks, ignored
 
@@ -142,7 +147,7 @@ def scan(
         raise DatasetError(f"{root}: dataset folder not found")
     qdir = Path(quarantine).expanduser() if quarantine else root / QUARANTINE_DIR
     rel_q = os.path.relpath(qdir.resolve(), root.resolve())
-    if rel_q == "." or (not rel_q.startswith("..") and not rel_q.startswith((".", "_"))):
+    if rel_q == "." or (not rel_q.startswith("..") and is_genre_name(Path(rel_q).parts[0])):
         # A visible folder inside the dataset would be read as one more genre by discover().
         raise DatasetError(f"{qdir}: a quarantine inside the dataset must be a hidden folder")
 

@@ -11,7 +11,6 @@ grey image as the RGB network. The head becomes Dropout + Linear(n_classes) and 
 from __future__ import annotations
 
 import logging
-import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import torchvision
 from torch import nn
 
 from mgc.config import ConfigError
+from mgc.net import check_reachable
 
 log = logging.getLogger(__name__)
 
@@ -122,13 +122,12 @@ def load_imagenet_weights(
 def _fetch_imagenet(weights: torchvision.models.WeightsEnum, timeout_s: float = 10.0) -> dict:
     """torchvision's download (or its hub cache); fails fast offline instead of hanging.
 
-    urllib has no default timeout, so behind a firewall that drops packets the download would
-    wait forever; a short connection probe first (skipped when the file is cached) avoids that.
+    torchvision's download has no timeout of its own; the connection probe bounds the wait
+    offline, and is skipped when the hub cache already holds the file.
     """
-    url = urlparse(weights.url)
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(url.path).name
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(weights.url).path).name
     if not cached.is_file():
-        socket.create_connection((url.hostname, url.port or 443), timeout=timeout_s).close()
+        check_reachable(weights.url, timeout_s)
     return weights.get_state_dict(progress=False)
 
 

@@ -1,0 +1,163 @@
+"""mgc.table: row order, cell formatting, the three table files, seeds.csv and the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from mgc.table import COLUMNS, SEED_COLUMNS, collect, main, write_seed_csv, write_tables
+
+
+def _summary(root: Path, name: str, seeds: list[int], acc: tuple, f1: tuple, **extra) -> None:
+    summary = {
+        "experiment": name,
+        "model": "cnn4",
+        "augmentation": "none",
+        "strategy": "Adam",
+        "params": 1234567,
+        "split": "stratified",
+        "seeds": seeds,
+        "test_track_accuracy_mean": acc[0],
+        "test_track_accuracy_std": acc[1],
+        "test_track_macro_f1_mean": f1[0],
+        "test_track_macro_f1_std": f1[1],
+        **extra,
+    }
+    (root / name).mkdir(parents=True)
+    (root / name / "summary.json").write_text(json.dumps(summary))
+
+
+@pytest.fixture
+def results(tmp_path: Path) -> Path:
+    root = tmp_path / "results"
+    # Created out of order: E10 must follow E2 (numeric), the non-E row comes last.
+    _summary(root, "E10", [0, 1, 2], (0.8123, 0.0456), (0.79, 0.051), augmentation="SpecAugment")
+    _summary(root, "baseline_lr", [0], (0.5, 0.0), (0.4, 0.0), strategy="SGD & 10% warm-up #1")
+    _summary(root, "E2", [0, 1], (0.6, 0.0149), (0.55, 0.02), model="efficientnet_b0")
+    return root
+
+
+def test_rows_are_ordered_and_formatted(results: Path) -> None:
+    table = collect(results)
+    assert list(table.columns) == COLUMNS
+    assert list(table["Experiment"]) == ["E2", "E10", "baseline_lr"]
+    e10 = table.iloc[1]
+    assert e10["Params"] == "1,234,567"
+    assert e10["Test Acc"] == "81.2 ± 4.6"
+    assert e10["Macro-F1"] == "79.0 ± 5.1"
+    assert e10["Augmentation"] == "SpecAugment"
+    assert e10["Split"] == "stratified (track level, 3 seeds)"
+    assert table.iloc[0]["Test Acc"] == "60.0 ± 1.5"
+    assert table.iloc[0]["Model"] == "efficientnet_b0"
+
+
+def test_single_seed_shows_the_mean_only(results: Path) -> None:
+    row = collect(results).iloc[2]
+    assert row["Test Acc"] == "50.0"
+    assert row["Macro-F1"] == "40.0"
+    assert row["Split"] == "stratified (track level, 1 seed)"
+
+
+def test_write_tables(results: Path) -> None:
+    paths = write_tables(results)
+    assert paths == {k: results / f"table.{k}" for k in ("md", "csv", "tex")}
+    # No temporary files are left beside the tables.
+    assert sorted(p.name for p in results.iterdir() if p.is_file()) == [
+        "table.csv",
+        "table.md",
+        "table.tex",
+    ]
+
+    back = pd.read_csv(paths["csv"], dtype=str)
+    assert list(back.columns) == COLUMNS
+    assert back.equals(collect(results))
+
+    md = paths["md"].read_text(encoding="utf-8").splitlines()
+    assert [c.strip() for c in md[0].strip("|").split("|")] == COLUMNS
+    cells = [c.strip() for c in md[3].strip("|").split("|")]
+    assert cells[0] == "E10" and cells[4:7] == ["1,234,567", "81.2 ± 4.6", "79.0 ± 5.1"]
+    assert md[-1].startswith("Test Acc and Macro-F1 in %, mean ± std over the final seeds")
+
+    tex = paths["tex"].read_text(encoding="utf-8")
+    for needle in (r"\toprule", r"\midrule", r"\bottomrule", r"\caption{", r"\label{tab:ablation}"):
+        assert tex.count(needle) == 1, needle
+    assert tex.index(r"\toprule") < tex.index(r"\midrule") < tex.index(r"\bottomrule")
+    assert r"\begin{tabular}{llllrrrl}" in tex
+    assert r"E10 & cnn4 & SpecAugment & Adam & 1,234,567 & 81.2 $\pm$ 4.6 & 79.0 $\pm$ 5.1" in tex
+    assert r"baseline\_lr & cnn4 & none & SGD \& 10\% warm-up \#1 & 1,234,567 & 50.0 & 40.0" in tex
+    assert "±" not in tex
+
+
+def test_write_tables_replaces_old_files(results: Path) -> None:
+    (results / "table.md").write_text("stale")
+    write_tables(results)
+    assert "stale" not in (results / "table.md").read_text(encoding="utf-8")
+
+
+def test_write_seed_csv_round_trip(tmp_path: Path) -> None:
+    metrics = [
+        {
+            "seed": seed,
+            "test": {
+                "track_accuracy": 0.6 + seed / 10,
+                "track_macro_f1": 0.55 + seed / 10,
+                "chunk_accuracy": 0.5 + seed / 10,
+                "chunk_macro_f1": 0.45 + seed / 10,
+                "confusion": [[1, 0], [0, 1]],
+            },
+            "valid": {"track_macro_f1": 0.7 - seed / 10, "track_accuracy": 0.9},
+            "best_epoch": 3 + seed,
+            "epochs_run": 5 + seed,
+            "params": 393450,
+        }
+        for seed in (0, 1)
+    ]
+    path = write_seed_csv(tmp_path / "E0" / "seeds.csv", metrics)
+    assert path == tmp_path / "E0" / "seeds.csv"
+    back = pd.read_csv(path)
+    assert list(back.columns) == SEED_COLUMNS
+    assert back["seed"].tolist() == [0, 1]
+    assert back["test_track_accuracy"].tolist() == [0.6, 0.7]
+    assert back["test_chunk_macro_f1"].tolist() == [0.45, 0.55]
+    assert back["valid_track_macro_f1"].tolist() == [0.7, 0.6]
+    assert back["best_epoch"].tolist() == [3, 4] and back["epochs_run"].tolist() == [5, 6]
+
+
+def test_write_seed_csv_rejects_missing_metrics(tmp_path: Path) -> None:
+    with pytest.raises(KeyError, match="best_epoch"):
+        write_seed_csv(tmp_path / "seeds.csv", [{"seed": 0, "test": {}, "valid": {}}])
+    assert not (tmp_path / "seeds.csv").exists()
+
+
+def test_cli_writes_and_prints(results: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--results", str(results), "--latex"]) == 0
+    out = capsys.readouterr().out
+    assert "81.2 ± 4.6" in out and r"\label{tab:ablation}" in out
+    assert out.rstrip().splitlines()[-1].startswith("wrote ")
+
+
+def test_cli_missing_results_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nope"
+    assert main(["--results", str(missing)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == f"error: {missing}: results folder not found\n"
+    assert not missing.exists()
+
+
+def test_python_m_exit_code_for_missing_folder(tmp_path: Path) -> None:
+    # The real entry point: `python -m mgc.table` must exit 2 with one line on stderr.
+    proc = subprocess.run(
+        [sys.executable, "-m", "mgc.table", "--results", str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert proc.stderr.splitlines() == [f"error: {tmp_path / 'nope'}: results folder not found"]
