@@ -27,9 +27,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mgc.cluster import init_ray  # noqa: E402
 from mgc.config import load_config  # noqa: E402
 from mgc.data.datasets import discover  # noqa: E402
-from mgc.prepare import init_ray, prepare  # noqa: E402
+from mgc.prepare import prepare  # noqa: E402
 
 
 def librosa_loop(paths: list[str]) -> float:
@@ -103,7 +104,7 @@ def main() -> int:
             if ray.is_initialized():
                 ray.shutdown()
             loops.append(librosa_loop(paths))
-            inits.append(init_ray(None, args.cpus))
+            inits.append(init_ray(None, args.cpus, quiet=True))
             warmups.append(warm_workers(args.cpus))
             cfg = load_config(None, [*overrides, f"cache.dir={work / f'cache-{i}'}"])
             before = cpu_seconds_by_process()

@@ -12,7 +12,7 @@ chunks, (B, 1, 128, 129) per-chunk-normalised synthetic log-mels, 10 classes. Pe
       (torch.compile/inductor; its build time is reported apart and left out of the rate);
       bf16 is marked "emulated" where the CPU has no native bf16 (no AVX-512 BF16 / AMX);
   (c) mgc-default              `mgc.train.train_epoch` itself with
-      `choose_fast_path(load_config().train, cpu)`: what a user gets with the shipped defaults
+      `mgc.train.fast_path(load_config().train)`: what a user gets with the shipped defaults
       (train.amp=auto, channels_last=auto, compile=off), batches sliced from a ChunkSet.
 Each variant is warmed up, then timed over N steps; repeats go round-robin over the variants
 so that a burst of load from other processes hits them all alike; the median repeat counts.
@@ -49,18 +49,13 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mgc.config import ModelConfig, load_config  # noqa: E402
+from mgc.config import ChunkConfig, FeatureConfig, ModelConfig, load_config  # noqa: E402
 from mgc.data.loader import ChunkSet, TrackArray  # noqa: E402
+from mgc.device import FastPath, choose_fast_path, cpu_has_bf16  # noqa: E402
 from mgc.features import normalize_chunks  # noqa: E402
+from mgc.frontend import Frontend  # noqa: E402
 from mgc.models import build_model  # noqa: E402
-from mgc.train import (  # noqa: E402
-    FastPath,
-    choose_fast_path,
-    cpu_has_bf16,
-    make_optimizer,
-    train_epoch,
-    train_step,
-)
+from mgc.train import fast_path, make_optimizer, train_epoch, train_step  # noqa: E402
 
 DEFAULT_MODELS = ["small_cnn", "cnn4", "vgg5", "resnet18"]
 OUT_JSON = Path(__file__).resolve().parent / "out" / "train_throughput.json"
@@ -151,11 +146,8 @@ def mgc_default_runner(
 ) -> tuple[Callable[[int], float], FastPath]:
     """`mgc.train.train_epoch` as `fit` calls it, on a ChunkSet of synthetic 30-second tracks."""
     cfg = load_config(None, [f"train.batch_size={batch}"])
-    device = torch.device("cpu")
-    fast = choose_fast_path(cfg.train, device)
-    model = copy.deepcopy(model).to(device)
-    if fast.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    fast = fast_path(cfg.train)
+    model = fast.place(copy.deepcopy(model))
     train_model = torch.compile(model) if fast.compile else model
     optimizer = make_optimizer(model, cfg.train)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
@@ -166,9 +158,14 @@ def mgc_default_runner(
         for i in range(64)
     ]
 
+    features = FeatureConfig(n_mels=n_mels)
+    window_s = frames * features.hop_length / features.sample_rate  # windows of `frames` frames
+    frontend = Frontend(features, ChunkConfig(window_s=window_s))
+    assert frontend.windowing.window == frames
+
     def chunk_set(n_chunks: int) -> ChunkSet:
         idx = torch.arange(n_chunks) % (len(tracks) * per_track)
-        return ChunkSet(tracks, frames, frames, idx // per_track, (idx % per_track) * frames)
+        return ChunkSet(tracks, frontend, idx // per_track, (idx % per_track) * frames)
 
     def run(n: int) -> float:
         chunks = chunk_set(n * batch)
@@ -345,7 +342,7 @@ def throughput(args: argparse.Namespace) -> int:
         f"{args.threads} threads | OMP_WAIT_POLICY {info['omp_wait_policy']} | "
         f"native bf16: {info['native_bf16']} | load average {info['load_average']}"
     )
-    fast = choose_fast_path(load_config().train, torch.device("cpu"))
+    fast = choose_fast_path(torch.device("cpu"))
     print(f"mgc default fast path on this CPU: {describe_fast(fast)}")
     batches = synthetic_batches(4, args.batch_size, args.n_mels, args.frames, args.classes)
     t0 = time.perf_counter()
@@ -410,6 +407,7 @@ def accuracy(args: argparse.Namespace) -> int:
     import logging
 
     from mgc.data.loader import load_split_data
+    from mgc.prepare import prepare
     from mgc.train import fit
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")  # fit's per-epoch lines
@@ -429,6 +427,7 @@ def accuracy(args: argparse.Namespace) -> int:
     runs = {"fp32": VARIANT_OVERRIDES["fp32"], variant: VARIANT_OVERRIDES[variant]}
     base_cfg = load_config(args.config, common)
     torch.set_num_threads(args.threads)
+    prepare(base_cfg, use_ray=False)
     data = load_split_data(base_cfg)  # once: both runs see the same tracks and split
     out_root = Path(args.accuracy_out)
     results = {}

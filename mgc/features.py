@@ -1,8 +1,9 @@
-"""Log-mel and SpecAugment modules, chunking and per-chunk normalisation (pure functions)."""
+"""Log-mel and SpecAugment modules, the chunker and per-chunk normalisation (pure, no I/O)."""
 
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -21,11 +22,8 @@ class LogMel(nn.Module):
     area normalisation, 10·log10 with amin 1e-10 and a top_db floor taken per example.
 
     On the CPU the spectrogram is taken `block_frames` frames at a time, each block carried from
-    STFT to mel bands before the next: a whole 30 s clip's complex STFT is about 10 MB, which
-    falls out of a core's cache between the transform, the power and the projection, while a
-    block of 128 frames stays in it. The frames are the same whatever the block size; only the
-    float32 summation order of the projection differs (< 1e-5 dB). `bench/preprocess.py`
-    times this against torchaudio's whole-clip MelSpectrogram + AmplitudeToDB.
+    STFT to mel bands before the next, so its buffers stay in a core's cache; the frames are the
+    same for any block size (bench/README.md has the timings).
     """
 
     def __init__(
@@ -111,54 +109,50 @@ class LogMel(nn.Module):
 
 
 def logmel_numpy(wave: np.ndarray, module: LogMel) -> np.ndarray:
-    """Convenience wrapper: one mono waveform → float32 (n_mels, frames)."""
+    """One mono waveform → float32 (n_mels, frames)."""
     with torch.inference_mode():
         return module(torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))).numpy()
 
 
-def frames_per_second(cfg: FeatureConfig) -> float:
-    return cfg.sample_rate / cfg.hop_length
+@dataclass(frozen=True)
+class Windowing:
+    """Where the windows of a log-mel go: the one chunker of training, evaluation and prediction.
 
-
-def window_frames(chunks: ChunkConfig, features: FeatureConfig, n_frames: int) -> int:
-    """Frames in one window; the whole clip when window_s is 0."""
-    if chunks.window_s == 0:
-        return n_frames
-    return max(1, int(round(chunks.window_s * frames_per_second(features))))
-
-
-def chunk_starts(n_frames: int, window: int, overlap: float) -> list[int]:
-    """Start frames of the windows cut from a track of n_frames.
-
-    Windows advance by window·(1-overlap) frames; the tail shorter than a window is dropped,
-    except that a track shorter than one window still gives one (padded) window.
+    Windows of `window` frames start every `step` frames; a tail shorter than a window is dropped,
+    and a track shorter than one window is padded (with its own floor) to give one window.
     """
-    if window <= 0:
-        raise ValueError("window must be positive")
-    step = max(1, int(round(window * (1.0 - overlap))))
-    if n_frames <= window:
-        return [0]
-    return list(range(0, n_frames - window + 1, step))
+
+    window: int
+    step: int
+
+    @classmethod
+    def from_config(cls, chunks: ChunkConfig, features: FeatureConfig) -> Windowing:
+        window = max(1, round(chunks.window_s * features.sample_rate / features.hop_length))
+        return cls(window, max(1, round(window * (1.0 - chunks.overlap))))
+
+    def starts(self, n_frames: int) -> list[int]:
+        if n_frames <= self.window:
+            return [0]
+        return list(range(0, n_frames - self.window + 1, self.step))
+
+    def pad(self, logmel: torch.Tensor) -> torch.Tensor:
+        """(n_mels, frames) → at least one window long; the padding is the track's minimum,
+        the dB floor, so a short clip reads as silence after its end rather than as a jump."""
+        short = self.window - logmel.shape[-1]
+        if short <= 0:
+            return logmel
+        floor = float(logmel.min()) if logmel.numel() else 0.0
+        return torch.nn.functional.pad(logmel, (0, short), value=floor)
+
+    def cut(self, logmel: torch.Tensor) -> torch.Tensor:
+        """(n_mels, frames) → (n_windows, n_mels, window)."""
+        padded = self.pad(logmel)
+        return torch.stack([padded[:, s : s + self.window] for s in self.starts(padded.shape[-1])])
 
 
-def cut_chunks(logmel: np.ndarray, window: int, overlap: float) -> np.ndarray:
-    """(n_mels, frames) → (n_chunks, n_mels, window), padding a short track with its minimum."""
-    n_mels, n_frames = logmel.shape
-    if n_frames < window:
-        pad_value = float(logmel.min()) if logmel.size else 0.0
-        logmel = np.pad(logmel, ((0, 0), (0, window - n_frames)), constant_values=pad_value)
-    starts = chunk_starts(n_frames, window, overlap)
-    return np.stack([logmel[:, s : s + window] for s in starts])
-
-
-def normalize_chunks(chunks: torch.Tensor | np.ndarray, eps: float = 1e-5):
+def normalize_chunks(chunks: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """Standardise each chunk (over its last two dims) to zero mean and unit variance."""
-    if isinstance(chunks, np.ndarray):
-        mean = chunks.mean(axis=(-2, -1), keepdims=True)
-        std = chunks.std(axis=(-2, -1), keepdims=True)
-        return ((chunks - mean) / (std + eps)).astype(np.float32)
-    mean = chunks.mean(dim=(-2, -1), keepdim=True)
-    std = chunks.std(dim=(-2, -1), keepdim=True, unbiased=False)
+    std, mean = torch.std_mean(chunks, dim=(-2, -1), keepdim=True, correction=0)
     return (chunks - mean) / (std + eps)
 
 

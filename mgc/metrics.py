@@ -6,6 +6,9 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
+# Chunk → track aggregation belongs to the prediction path; evaluation scores what it gives.
+from mgc.inference import track_probabilities
+
 CONFIDENTLY_WRONG_COLUMNS = ["track", "true_genre", "predicted_genre", "confidence", "true_prob"]
 CONFUSED_PAIR_COLUMNS = ["true_genre", "predicted_genre", "count", "share_of_true"]
 
@@ -25,19 +28,6 @@ def _as_labels(labels: np.ndarray, n: int, name: str) -> np.ndarray:
     if not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"{name} must hold integers, got dtype {labels.dtype}")
     return labels.astype(np.int64, copy=False)
-
-
-def track_probabilities(
-    chunk_probs: np.ndarray, chunk_track: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Mean chunk probability per track → (sorted unique track indices, (n_tracks, C) means)."""
-    probs = _as_probs(chunk_probs)
-    track = _as_labels(chunk_track, probs.shape[0], "chunk_track")
-    tracks, inverse = np.unique(track, return_inverse=True)
-    sums = np.zeros((tracks.size, probs.shape[1]), dtype=np.float64)
-    np.add.at(sums, inverse, probs)
-    counts = np.bincount(inverse, minlength=tracks.size)
-    return tracks, sums / counts[:, None]
 
 
 def track_labels(

@@ -14,7 +14,6 @@ import ctypes
 import ctypes.util
 import dataclasses
 import logging
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,18 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from mgc.audio import AudioError, load_audio
-from mgc.config import (
-    Config,
-    ConfigError,
-    FeatureConfig,
-    config_and_overrides,
-    load_config,
-    save_config,
-)
+from mgc.audio import AudioError
+from mgc.cli import config_and_overrides, run_command
+from mgc.cluster import init_ray
+from mgc.config import ChunkConfig, Config, FeatureConfig, load_config, save_config
 from mgc.data.cache import CacheEntry, FeatureStore, content_hash, is_current, stat_entry
-from mgc.data.datasets import DatasetError, Track, discover
-from mgc.features import LogMel, logmel_numpy
+from mgc.data.datasets import discover
+from mgc.frontend import Frontend
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +51,9 @@ class PrepareResult:
         return [e for e in self.entries if e.error is not None]
 
 
-def process_file(entry: CacheEntry, store: FeatureStore, logmel: LogMel) -> tuple[CacheEntry, bool]:
+def process_file(
+    entry: CacheEntry, store: FeatureStore, frontend: Frontend
+) -> tuple[CacheEntry, bool]:
     """Hash one file and make sure its log-mel is stored. Returns (entry, computed?)."""
     try:
         data = Path(entry.path).read_bytes()
@@ -69,8 +65,7 @@ def process_file(entry: CacheEntry, store: FeatureStore, logmel: LogMel) -> tupl
     if store.has(digest):
         return dataclasses.replace(entry, content=digest, n_frames=_frames_of(store, digest)), False
     try:
-        wave = load_audio(entry.path, store.features.sample_rate, raw=data)
-        spec = logmel_numpy(wave, logmel)
+        spec = frontend.file_logmel(entry.path, raw=data)
     except AudioError as exc:
         return dataclasses.replace(entry, content=digest, error=str(exc)), False
     except Exception as exc:  # never let one file stop the batch
@@ -88,13 +83,10 @@ def _frames_of(store: FeatureStore, digest: str) -> int:
 def keep_freed_memory() -> bool:
     """Ask glibc to keep freed buffers in the process instead of handing them back to the OS.
 
-    By default glibc serves each multi-megabyte array (a decoded clip, a whole-clip STFT) with a
-    fresh mmap and unmaps it when freed, so the next track page-faults the same memory in again.
-    bench/preprocess.py's stage costs on 30 s GTZAN clips, one core: torchaudio's whole-clip
-    MelSpectrogram 22.7 ms a track with glibc's defaults, 12.6-13.4 ms with freed memory kept.
-    mgc's own blocked LogMel, whose buffers are smaller, gains little (within ±8% across runs);
-    decoding 3-4%. The price is at most 256 MiB of freed memory held per worker, so the workers
-    keep it; returns False where the C library has no mallopt.
+    By default glibc serves each multi-megabyte array (a decoded clip, an STFT) with a fresh mmap
+    and unmaps it when freed, so the next track page-faults the same memory in again (the gain
+    per stage is measured in bench/README.md). The price is at most 256 MiB of freed memory held
+    per worker. Returns False where the C library has no mallopt.
     """
     m_trim_threshold, m_mmap_threshold = -1, -3
     try:
@@ -116,7 +108,7 @@ class _PrepareBatch:
         torch.set_num_threads(1)
         keep_freed_memory()
         self.store = FeatureStore(cache_uri, FeatureConfig(**features))
-        self.logmel = LogMel.from_config(self.store.features)
+        self.frontend = features_frontend(self.store.features)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out: dict[str, list] = {f.name: [] for f in dataclasses.fields(CacheEntry)}
@@ -129,7 +121,7 @@ class _PrepareBatch:
                 size=int(batch["size"][i]),
                 mtime_ns=int(batch["mtime_ns"][i]),
             )
-            done, computed = process_file(entry, self.store, self.logmel)
+            done, computed = process_file(entry, self.store, self.frontend)
             for f in dataclasses.fields(CacheEntry):
                 value = getattr(done, f.name)
                 out[f.name].append(
@@ -145,26 +137,14 @@ def _prepare_fn(batch: dict[str, np.ndarray], cache_uri: str, features: dict[str
     return _PrepareBatch(cache_uri, features)(batch)
 
 
-def init_ray(address: str | None, num_cpus: int | None) -> float:
-    """Start or join Ray once; returns the seconds it took (0 when already running)."""
-    import ray
-
-    if ray.is_initialized():
-        return 0.0
-    t0 = time.perf_counter()
-    if address:
-        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
-    else:
-        ray.init(
-            num_cpus=num_cpus, include_dashboard=True, ignore_reinit_error=True, log_to_driver=False
-        )
-    return time.perf_counter() - t0
+def features_frontend(features: FeatureConfig) -> Frontend:
+    """The front end's log-mel half; chunk settings play no part in what is cached."""
+    return Frontend(features, ChunkConfig())
 
 
 def files_per_task(n_files: int, max_batch: int, cpus: float, tasks_per_cpu: int = 4) -> int:
     """Files per Ray Data task: as many as max_batch allows, since each task costs tens of ms of
-    Ray overhead on the same CPUs (bench/preprocess.py, 807 clips on 2 CPUs: 81 tracks/s with 8
-    files a task, 93 with 16, 102-105 with 24-48), but few enough that every CPU gets
+    Ray overhead on the same CPUs (bench/README.md), but few enough that every CPU gets
     tasks_per_cpu tasks, so a large cluster is not left idle and the last tasks even out."""
     per_cpu = -(-n_files // max(1, round(cpus) * tasks_per_cpu))
     return max(1, min(max_batch, per_cpu))
@@ -210,16 +190,9 @@ def _run_local(pending: list[CacheEntry], cfg: Config) -> list[tuple[CacheEntry,
     from tqdm import tqdm
 
     store = FeatureStore(cfg.cache.dir, cfg.features)
-    logmel = LogMel.from_config(cfg.features)
+    frontend = features_frontend(cfg.features)
     keep_freed_memory()
-    return [process_file(e, store, logmel) for e in tqdm(pending, desc="log-mel", unit="track")]
-
-
-def collect_tracks(cfg: Config) -> list[Track]:
-    tracks = discover(cfg.data.root)
-    for extra in cfg.data.extra_train_roots:
-        tracks += discover(extra)
-    return tracks
+    return [process_file(e, store, frontend) for e in tqdm(pending, desc="log-mel", unit="track")]
 
 
 def prepare(cfg: Config, use_ray: bool = True) -> PrepareResult:
@@ -232,23 +205,28 @@ def prepare(cfg: Config, use_ray: bool = True) -> PrepareResult:
     pending: list[CacheEntry] = []
     reused = 0
     path_to_root: dict[str, str] = {}
+    unchanged: list[str] = []  # roots whose manifest already says all there is to say
     for root in roots:
         known = store.read_manifest(root)
-        for track in discover(root):
+        tracks = discover(root)
+        if {t.path for t in tracks} == set(known):
+            unchanged.append(root)
+        for track in tracks:
             fresh = stat_entry(track.track_id, track.genre, track.path)
             old = known.get(track.path)
             if old is not None and is_current(old, fresh, stored):
                 entries.append(old)
-                reused += 1
+                reused += old.error is None
             else:
                 pending.append(fresh)
+                unchanged = [r for r in unchanged if r != root]
             path_to_root[track.path] = root
     ray_seconds = 0.0
     computed = 0
     if pending:
         log.info("%d of %d files need features", len(pending), len(pending) + len(entries))
         if use_ray:
-            ray_seconds = init_ray(cfg.cache.ray_address, cfg.cache.num_cpus)
+            ray_seconds = init_ray(cfg.cache.ray_address, cfg.cache.num_cpus, quiet=True)
             results = _run_ray(pending, cfg)
         else:
             results = _run_local(pending, cfg)
@@ -256,12 +234,14 @@ def prepare(cfg: Config, use_ray: bool = True) -> PrepareResult:
             entries.append(entry)
             computed += was_computed
             reused += (not was_computed) and entry.error is None
-    manifest = ""
-    for root in roots:
+    for root in roots:  # a warm run writes nothing, so readers never race a rewrite
+        if root in unchanged:
+            continue
         mine = sorted(
             (e for e in entries if path_to_root.get(e.path) == root), key=lambda e: e.track_id
         )
-        manifest = store.write_manifest(root, mine)
+        store.write_manifest(root, mine)
+    manifest = store.manifest_path(cfg.data.root)
     failed = sum(e.error is not None for e in entries)
     return PrepareResult(
         entries=sorted(entries, key=lambda e: e.track_id),
@@ -284,25 +264,25 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     config, overrides = config_and_overrides(args.config, args.overrides)
-    try:
+
+    def run() -> int:
         cfg = load_config(config, overrides)
         result = prepare(cfg, use_ray=not args.no_ray)
         if "://" not in cfg.cache.dir:
             save_config(cfg, Path(result.manifest).with_suffix(".config.yaml"))
-    except (ConfigError, DatasetError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    total = len(result.entries)
-    rate = result.computed / result.seconds if result.seconds > 0 else 0.0
-    print(
-        f"prepared {total - result.failed}/{total} tracks: {result.computed} computed, "
-        f"{result.reused} from cache, {result.failed} skipped; {result.seconds:.1f} s "
-        f"({rate:.1f} tracks/s computed) + Ray start {result.ray_seconds:.1f} s"
-    )
-    for e in result.bad:
-        print(f"  skipped {e.error}")
-    print(f"manifest: {result.manifest}")
-    return 0
+        total = len(result.entries)
+        rate = result.computed / result.seconds if result.seconds > 0 else 0.0
+        print(
+            f"prepared {total - result.failed}/{total} tracks: {result.computed} computed, "
+            f"{result.reused} from cache, {result.failed} skipped; {result.seconds:.1f} s "
+            f"({rate:.1f} tracks/s computed) + Ray start {result.ray_seconds:.1f} s"
+        )
+        for e in result.bad:
+            print(f"  skipped {e.error}")
+        print(f"manifest: {result.manifest}")
+        return 0
+
+    return run_command(run, "run the same command again; finished tracks are kept")
 
 
 if __name__ == "__main__":

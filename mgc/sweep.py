@@ -8,29 +8,24 @@ trained again with several seeds and evaluated once on test; the row goes to res
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import gc
 import logging
 import os
 import shutil
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from mgc.config import (
-    Config,
-    ConfigError,
-    apply_overrides,
-    from_dict,
-    read_yaml,
-    save_config,
-)
-from mgc.data.datasets import DatasetError
+from mgc.artifacts import write_json
+from mgc.cli import run_command
+from mgc.cluster import init_ray
+from mgc.config import Config, ConfigError, load_config, save_config, with_params
+from mgc.prepare import prepare
+from mgc.table import write_seed_csv, write_tables
 
 log = logging.getLogger(__name__)
 
@@ -77,26 +72,7 @@ def to_tune_space(space: dict[str, dict[str, list]]) -> dict[str, Any]:
     return out
 
 
-def apply_params(raw: dict[str, Any], params: dict[str, Any]) -> Config:
-    """The base config with sampled values put at their dotted keys (typed and validated)."""
-    nested: dict[str, Any] = {}
-    for key, value in params.items():
-        node = nested
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value.item() if hasattr(value, "item") else value
-    return from_dict(_merge(copy.deepcopy(raw), nested))
-
-
-def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in update.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def check_space(raw: dict[str, Any], space: dict[str, dict[str, list]]) -> None:
+def check_space(cfg: Config, space: dict[str, dict[str, list]]) -> None:
     """Fail before any trial starts: every key must exist and take every distribution's ends."""
     for key, spec in space.items():
         kind, args = next(iter(spec.items()))
@@ -109,7 +85,7 @@ def check_space(raw: dict[str, Any], space: dict[str, dict[str, list]]) -> None:
             samples = [float(args[0]), float(args[1])]
         for value in samples:
             try:
-                apply_params(raw, {key: value})
+                with_params(cfg, {key: value})
             except ConfigError as exc:
                 raise ConfigError(f"search space {key}: {exc}") from exc
 
@@ -126,16 +102,15 @@ def resolve_relative(path: str, ablation: Path | None) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------
-# Trials
+# Trials: each is `fit` with the trial's sampled values put into the one sweep config
 
 
-def _trial(params: dict[str, Any], raw: dict[str, Any]) -> None:
+def _trial(params: dict[str, Any], cfg: Config) -> None:
     """One Tune trial: `fit` with this trial's parameters, one report per epoch."""
     from ray import tune
 
     from mgc.train import fit
 
-    cfg = apply_params(raw, params)
     run_dir = Path(tune.get_context().get_trial_dir()) / "run"
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:  # a retried or resumed trial continues where it stopped
@@ -145,7 +120,7 @@ def _trial(params: dict[str, Any], raw: dict[str, Any]) -> None:
     def report(metrics: dict[str, Any], ckpt_dir: Path) -> None:
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(ckpt_dir)))
 
-    fit(cfg, report=report, run_dir=run_dir, resume=True, final_eval=False)
+    fit(with_params(cfg, params), report=report, run_dir=run_dir, resume=True, final_eval=False)
 
 
 def _ddp_worker(loop_config: dict[str, Any]) -> None:
@@ -153,42 +128,37 @@ def _ddp_worker(loop_config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
-    from mgc.train import fit
+    from mgc.train import Parallel, fit
 
-    cfg = apply_params(loop_config["raw"], loop_config["params"])
     ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    run_dir = Path(loop_config["run_dir"])
+    rank = ctx.get_world_rank()
 
     def report(metrics: dict[str, Any], ckpt_dir: Path) -> None:
         ckpt = ray.train.Checkpoint.from_directory(str(ckpt_dir)) if rank == 0 else None
         ray.train.report(metrics, checkpoint=ckpt)
 
     fit(
-        cfg,
+        with_params(loop_config["cfg"], loop_config["params"]),
         report=report,
-        run_dir=run_dir,
+        run_dir=Path(loop_config["run_dir"]),
         resume=True,
-        wrap_model=ray.train.torch.prepare_model,
-        rank=rank,
-        world_size=world,
+        parallel=Parallel(rank, ctx.get_world_size(), ray.train.torch.prepare_model),
         final_eval=False,
     )
 
 
-def _ddp_trial(params: dict[str, Any], raw: dict[str, Any]) -> None:
+def _ddp_trial(params: dict[str, Any], cfg: Config) -> None:
     """A trial that trains over several Ray Train workers (several GPUs) and reports to Tune."""
     from ray import tune
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    cfg = apply_params(raw, params)
     res = cfg.sweep.resources
     trial_dir = Path(tune.get_context().get_trial_dir())
     trainer = TorchTrainer(
         _ddp_worker,
-        train_loop_config={"raw": raw, "params": params, "run_dir": str(trial_dir / "run")},
+        train_loop_config={"cfg": cfg, "params": params, "run_dir": str(trial_dir / "run")},
         scaling_config=ScalingConfig(
             num_workers=res.workers_per_trial,
             use_gpu=res.gpus_per_trial > 0,
@@ -206,17 +176,14 @@ def _ddp_trial(params: dict[str, Any], raw: dict[str, Any]) -> None:
     trainer.fit()
 
 
-def _final_run(
-    raw: dict[str, Any], params: dict[str, Any], seed: int, run_dir: str
-) -> dict[str, Any]:
+def _final_run(cfg: Config, params: dict[str, Any], seed: int, run_dir: str) -> dict[str, Any]:
     from mgc.train import fit
 
-    cfg = apply_params(raw, {**params, "train.seed": seed})
-    return fit(cfg, run_dir=run_dir).metrics
+    return fit(with_params(cfg, {**params, "train.seed": seed}), run_dir=run_dir).metrics
 
 
 # ---------------------------------------------------------------------------------------------
-# The sweep
+# The sweep, step by step
 
 
 @dataclasses.dataclass
@@ -227,7 +194,40 @@ class SweepResult:
     summary: dict[str, Any]
 
 
-def _wandb_setup(cfg: Config) -> list:
+def load_sweep(
+    ablation: str | Path, overrides: list[str] | None
+) -> tuple[Config, dict[str, dict[str, list]]]:
+    """The sweep's config and search space, checked before anything starts. Trials run in their
+    own working folders, so local paths become absolute; torch in a trial gets as many threads
+    as the trial has CPUs, so trials never oversubscribe."""
+    ablation = Path(ablation)
+    cfg = load_config(ablation, overrides)
+    if cfg.sweep.search_space is None:
+        raise ConfigError("sweep.search_space is not set")
+    space = read_search_space(resolve_relative(cfg.sweep.search_space, ablation))
+    check_space(cfg, space)
+    fixed: dict[str, Any] = {
+        "train.threads": max(1, int(cfg.sweep.resources.cpus_per_trial)),
+        "data.root": str(Path(cfg.data.root).resolve()),
+        "data.extra_train_roots": [str(Path(p).resolve()) for p in cfg.data.extra_train_roots],
+    }
+    if "://" not in cfg.cache.dir:
+        fixed["cache.dir"] = str(Path(cfg.cache.dir).resolve())
+    return with_params(cfg, fixed), space
+
+
+def prepare_features(cfg: Config) -> None:
+    """Every track's log-mel in the cache, through Ray Data, before any trial reads it."""
+    prepared = prepare(cfg)
+    log.info(
+        "features: %d computed, %d cached, %d skipped",
+        prepared.computed,
+        prepared.reused,
+        prepared.failed,
+    )
+
+
+def wandb_callbacks(cfg: Config) -> list:
     if not cfg.sweep.wandb.enabled or cfg.sweep.wandb.mode == "disabled":
         os.environ["WANDB_MODE"] = "disabled"
         return []
@@ -251,145 +251,72 @@ def _wandb_setup(cfg: Config) -> list:
     ]
 
 
-def _init_ray(cfg: Config) -> None:
-    import ray
-
-    if ray.is_initialized():
-        return
-    if cfg.sweep.ray_address:
-        ray.init(address=cfg.sweep.ray_address)
-    else:
-        # No cluster address: a local Ray with the dashboard on (127.0.0.1:8265).
-        ray.init(num_cpus=cfg.sweep.num_cpus, include_dashboard=True, dashboard_host="127.0.0.1")
-
-
-def run_sweep(
-    ablation: str | Path, overrides: list[str] | None = None, resume: bool = False
-) -> SweepResult:
+def make_tuner(cfg: Config, space: dict[str, dict[str, list]], resume: bool, callbacks: list):
+    """Optuna proposes, ASHA stops weak trials early; `resume` picks a stopped sweep back up."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    from mgc.prepare import prepare
-    from mgc.table import write_tables
-
-    # Config and search space are checked before anything starts.
-    ablation = Path(ablation)
-    raw = apply_overrides(read_yaml(ablation), list(overrides or []))
-    cfg = from_dict(raw)
-    if cfg.sweep.search_space is None:
-        raise ConfigError("sweep.search_space is not set")
-    space_path = resolve_relative(cfg.sweep.search_space, ablation)
-    space = read_search_space(space_path)
-    check_space(raw, space)
     res = cfg.sweep.resources
-    # Trials never oversubscribe: torch in a trial uses as many threads as it has CPUs. Trials
-    # run in their own working folders, so local paths travel as absolute ones.
-    absolute = {
-        "train": {"threads": max(1, int(res.cpus_per_trial))},
-        "data": {
-            "root": str(Path(cfg.data.root).resolve()),
-            "extra_train_roots": [str(Path(p).resolve()) for p in cfg.data.extra_train_roots],
-        },
-    }
-    if "://" not in cfg.cache.dir:
-        absolute["cache"] = {"dir": str(Path(cfg.cache.dir).resolve())}
-    raw = _merge(raw, absolute)
-    t0 = time.perf_counter()
-
-    _init_ray(cfg)
-    prepared = prepare(cfg)
-    log.info(
-        "features: %d computed, %d cached, %d skipped",
-        prepared.computed,
-        prepared.reused,
-        prepared.failed,
-    )
-
-    callbacks = _wandb_setup(cfg)
-    storage = str(Path(cfg.sweep.storage_path).resolve())
-    exp_name = f"mgc-{cfg.experiment.name}"
-    exp_path = Path(storage) / exp_name
-    if res.workers_per_trial > 1:
-        trainable = tune.with_resources(tune.with_parameters(_ddp_trial, raw=raw), {"CPU": 0.1})
+    if res.workers_per_trial > 1:  # the trial only coordinates; its workers hold the resources
+        trainable = tune.with_resources(tune.with_parameters(_ddp_trial, cfg=cfg), {"CPU": 0.1})
     else:
         trainable = tune.with_resources(
-            tune.with_parameters(_trial, raw=raw),
+            tune.with_parameters(_trial, cfg=cfg),
             {"CPU": res.cpus_per_trial, "GPU": res.gpus_per_trial},
         )
+    storage = str(Path(cfg.sweep.storage_path).resolve())
+    exp_path = Path(storage) / f"mgc-{cfg.experiment.name}"
     if resume and tune.Tuner.can_restore(str(exp_path)):
         log.info("resuming %s", exp_path)
-        tuner = tune.Tuner.restore(str(exp_path), trainable=trainable, resume_errored=True)
-    else:
-        if resume:
-            log.warning("nothing to resume at %s: starting afresh", exp_path)
-        tuner = tune.Tuner(
-            trainable,
-            param_space=to_tune_space(space),
-            tune_config=tune.TuneConfig(
-                metric=cfg.sweep.metric,
-                mode=cfg.sweep.mode,
-                search_alg=OptunaSearch(seed=cfg.train.seed),
-                scheduler=ASHAScheduler(
-                    time_attr="training_iteration",
-                    max_t=cfg.train.epochs,
-                    grace_period=min(cfg.sweep.grace_period, cfg.train.epochs),
-                    reduction_factor=cfg.sweep.reduction_factor,
-                ),
-                num_samples=cfg.sweep.num_samples,
-                max_concurrent_trials=cfg.sweep.max_concurrent or None,
+        return tune.Tuner.restore(str(exp_path), trainable=trainable, resume_errored=True)
+    if resume:
+        log.warning("nothing to resume at %s: starting afresh", exp_path)
+    return tune.Tuner(
+        trainable,
+        param_space=to_tune_space(space),
+        tune_config=tune.TuneConfig(
+            metric=cfg.sweep.metric,
+            mode=cfg.sweep.mode,
+            search_alg=OptunaSearch(seed=cfg.train.seed),
+            scheduler=ASHAScheduler(
+                time_attr="training_iteration",
+                max_t=cfg.train.epochs,
+                grace_period=min(cfg.sweep.grace_period, cfg.train.epochs),
+                reduction_factor=cfg.sweep.reduction_factor,
             ),
-            run_config=tune.RunConfig(
-                name=exp_name,
-                storage_path=storage,
-                callbacks=callbacks,
-                failure_config=tune.FailureConfig(max_failures=cfg.sweep.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            ),
-        )
+            num_samples=cfg.sweep.num_samples,
+            max_concurrent_trials=cfg.sweep.max_concurrent or None,
+        ),
+        run_config=tune.RunConfig(
+            name=exp_path.name,
+            storage_path=storage,
+            callbacks=callbacks,
+            failure_config=tune.FailureConfig(max_failures=cfg.sweep.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        ),
+    )
+
+
+def run_trials(cfg: Config, space: dict[str, dict[str, list]], resume: bool):
+    """The search; returns Tune's ResultGrid once every trial has ended."""
+    callbacks = wandb_callbacks(cfg)
+    tuner = make_tuner(cfg, space, resume, callbacks)
     grid = tuner.fit()
     # Ray's W&B callback cleans up in __del__, which fails at interpreter exit once Ray's module
     # is gone; let it run now, while Ray is up.
-    del tuner, trainable
+    del tuner
     callbacks.clear()
     gc.collect()
-    ok = [r for r in grid if r.error is None and r.metrics]
-    if not ok:
+    if not any(r.error is None and r.metrics for r in grid):
         first = next((r.error for r in grid if r.error is not None), "no trial reported")
         raise RuntimeError(f"every trial failed; first error: {str(first).splitlines()[-1]}")
-    best = grid.get_best_result(metric=cfg.sweep.metric, mode=cfg.sweep.mode, scope="all")
-    best_params = {k: best.config[k] for k in space}
-    log.info("best trial %s: %s", best.path, best_params)
-
-    # Final evaluation: the chosen configuration, several seeds, test once.
-    out = Path(cfg.sweep.results_dir) / cfg.experiment.name
-    out.mkdir(parents=True, exist_ok=True)
-    final_cfg = apply_params(raw, best_params)
-    save_config(final_cfg, out / "best_config.yaml")
-    seed_metrics = _final_seeds(raw, best_params, cfg, out, final_cfg)
-    summary = summarise(final_cfg, best_params, seed_metrics, len(grid), time.perf_counter() - t0)
-    summary["trials"] = [
-        {
-            "trial": Path(r.path).name,
-            **{k: r.config.get(k) for k in space},
-            "val_macro_f1": r.metrics.get(cfg.sweep.metric),
-            "epochs": r.metrics.get("training_iteration"),
-        }
-        for r in ok
-    ]
-    from mgc.artifacts import write_json
-
-    write_json(out / "summary.json", summary)
-    _seed_csv(out / "seeds.csv", seed_metrics)
-    tables = write_tables(cfg.sweep.results_dir)
-    _wandb_table(cfg, tables)
-    return SweepResult(out, best_params, seed_metrics, summary)
+    return grid
 
 
-def _final_seeds(
-    raw: dict, params: dict, cfg: Config, out: Path, final_cfg: Config
-) -> list[dict[str, Any]]:
-    """Seed runs as Ray tasks with the trial's resources, in parallel where they fit."""
+def final_seeds(cfg: Config, params: dict[str, Any], out: Path) -> list[dict[str, Any]]:
+    """The chosen configuration trained with every final seed and tested once, as Ray tasks
+    with a trial's resources, in parallel where they fit."""
     import ray
 
     res = cfg.sweep.resources
@@ -400,8 +327,9 @@ def _final_seeds(
     for d in dirs.values():
         if d.exists():  # a run folder is never overwritten in place: keep the old one aside
             d.rename(d.with_name(f"{d.name}.old-{int(d.stat().st_mtime)}"))
-    refs = [task.remote(raw, params, seed, str(d.resolve())) for seed, d in dirs.items()]
-    metrics = ray.get(refs)
+    metrics = ray.get(
+        [task.remote(cfg, params, seed, str(d.resolve())) for seed, d in dirs.items()]
+    )
     first = dirs[cfg.sweep.final_seeds[0]]
     for name in ("confusion_matrix_test.png", "train_curves.png", "test_classification_report.txt"):
         if (first / name).exists():
@@ -438,46 +366,54 @@ def summarise(
     return out
 
 
-def _seed_csv(path: Path, seeds: list[dict[str, Any]]) -> None:
-    import csv
-
-    cols = [
-        "seed",
-        "test_track_accuracy",
-        "test_track_macro_f1",
-        "test_chunk_accuracy",
-        "test_chunk_macro_f1",
-        "valid_track_macro_f1",
-        "best_epoch",
-        "epochs_run",
+def write_row(
+    cfg: Config, space: dict, grid, best_params: dict, seeds: list[dict], seconds: float
+) -> dict[str, Any]:
+    """results/<experiment>/: summary.json (with every trial), seeds.csv; then the tables."""
+    out = Path(cfg.sweep.results_dir) / cfg.experiment.name
+    summary = summarise(cfg, best_params, seeds, len(grid), seconds)
+    summary["trials"] = [
+        {
+            "trial": Path(r.path).name,
+            **{k: r.config.get(k) for k in space},
+            "val_macro_f1": r.metrics.get(cfg.sweep.metric),
+            "epochs": r.metrics.get("training_iteration"),
+        }
+        for r in grid
+        if r.error is None and r.metrics
     ]
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(cols)
-        for m in seeds:
-            w.writerow(
-                [
-                    m["seed"],
-                    m["test"]["track_accuracy"],
-                    m["test"]["track_macro_f1"],
-                    m["test"]["chunk_accuracy"],
-                    m["test"]["chunk_macro_f1"],
-                    m["valid"]["track_macro_f1"],
-                    m["best_epoch"],
-                    m["epochs_run"],
-                ]
-            )
+    write_json(out / "summary.json", summary)
+    write_seed_csv(out / "seeds.csv", seeds)
+    wandb_table(cfg, write_tables(cfg.sweep.results_dir))
+    return summary
 
 
-def _wandb_table(cfg: Config, tables: dict[str, Path]) -> None:
+def run_sweep(
+    ablation: str | Path, overrides: list[str] | None = None, resume: bool = False
+) -> SweepResult:
+    cfg, space = load_sweep(ablation, overrides)
+    t0 = time.perf_counter()
+    init_ray(cfg.sweep.ray_address, cfg.sweep.num_cpus)
+    prepare_features(cfg)
+    grid = run_trials(cfg, space, resume)
+    best = grid.get_best_result(metric=cfg.sweep.metric, mode=cfg.sweep.mode, scope="all")
+    best_params = {k: best.config[k] for k in space}
+    log.info("best trial %s: %s", best.path, best_params)
+    out = Path(cfg.sweep.results_dir) / cfg.experiment.name
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(with_params(cfg, best_params), out / "best_config.yaml")
+    seeds = final_seeds(cfg, best_params, out)
+    summary = write_row(cfg, space, grid, best_params, seeds, time.perf_counter() - t0)
+    return SweepResult(out, best_params, seeds, summary)
+
+
+def wandb_table(cfg: Config, tables: dict[str, Path]) -> None:
     if os.environ.get("WANDB_MODE") == "disabled":
         return
-    import csv
-
+    import pandas as pd
     import wandb
 
-    with open(tables["csv"], newline="") as fh:
-        rows = list(csv.reader(fh))
+    frame = pd.read_csv(tables["csv"], dtype=str, keep_default_na=False)
     run = wandb.init(
         project=cfg.sweep.wandb.project,
         entity=cfg.sweep.wandb.entity,
@@ -486,7 +422,7 @@ def _wandb_table(cfg: Config, tables: dict[str, Path]) -> None:
         mode=os.environ["WANDB_MODE"],
         dir=cfg.sweep.storage_path,
     )
-    run.log({"results_table": wandb.Table(columns=rows[0], data=rows[1:])})
+    run.log({"results_table": wandb.Table(dataframe=frame)})
     run.finish()
 
 
@@ -505,28 +441,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     overrides = list(args.overrides) + (["sweep.wandb.enabled=false"] if args.no_wandb else [])
-    try:
+
+    def sweep() -> int:
         result = run_sweep(args.ablation, overrides, resume=args.resume)
-    except (ConfigError, DatasetError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
+        s = result.summary
         print(
-            f"\ninterrupted: continue with  python -m mgc.sweep {args.ablation} --resume",
-            file=sys.stderr,
+            f"{s['experiment']} ({s['split']} split, {len(s['seeds'])} seeds): test track acc "
+            f"{100 * s['test_track_accuracy_mean']:.1f} ± {100 * s['test_track_accuracy_std']:.1f}, "
+            f"macro-F1 {100 * s['test_track_macro_f1_mean']:.1f} ± "
+            f"{100 * s['test_track_macro_f1_std']:.1f}; "
+            f"{s['n_trials']} trials in {s['sweep_seconds'] / 60:.1f} min"
         )
-        return 130
-    s = result.summary
-    print(
-        f"{s['experiment']} ({s['split']} split, {len(s['seeds'])} seeds): test track acc "
-        f"{100 * s['test_track_accuracy_mean']:.1f} ± {100 * s['test_track_accuracy_std']:.1f}, macro-F1 "
-        f"{100 * s['test_track_macro_f1_mean']:.1f} ± {100 * s['test_track_macro_f1_std']:.1f}; "
-        f"{s['n_trials']} trials in {s['sweep_seconds'] / 60:.1f} min"
-    )
-    print(
-        f"results: {result.experiment_dir}  table: {Path(result.experiment_dir).parent / 'table.md'}"
-    )
-    return 0
+        print(
+            f"results: {result.experiment_dir}  table: {result.experiment_dir.parent / 'table.md'}"
+        )
+        return 0
+
+    return run_command(sweep, f"continue with  python -m mgc.sweep {args.ablation} --resume")
 
 
 if __name__ == "__main__":

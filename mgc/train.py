@@ -1,20 +1,17 @@
 """`python -m mgc.train CONFIG [overrides]`: one training run → a run folder. Imports nothing from Ray.
 
-`fit(cfg, report)` reads top to bottom: seed, device, data, model, optimiser and schedule, resume,
-epoch loop (train, validate, log, checkpoint, report, early stop), final evaluation, bundle.
-The sweep wraps this same function; a bare machine runs it as it is.
+`fit(cfg, report)` reads top to bottom: run folder, seed, device, data, model, optimiser and
+schedule, resume, then the epoch loop (train, validate, log, checkpoint, report, early stop),
+final evaluation and bundle. The sweep wraps this same function; a bare machine runs it as it is.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import logging
 import math
-import os
 import random
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,20 +25,18 @@ from torch import nn
 
 from mgc.artifacts import plot_train_curves, write_json
 from mgc.bundle import save_bundle
-from mgc.config import (
-    Config,
-    ConfigError,
-    TrainConfig,
-    config_and_overrides,
-    load_config,
-    save_config,
-)
+from mgc.cli import config_and_overrides, run_command
+from mgc.config import Config, ConfigError, TrainConfig, load_config, save_config
 from mgc.data.datasets import DatasetError, write_label_map
 from mgc.data.loader import ChunkSet, SplitData, build_chunk_set, iterate_batches, load_split_data
-from mgc.evaluate import evaluate_chunks, fit_logreg, predict_chunks, write_evaluation
+from mgc.device import FastPath, choose_fast_path, select_device
+from mgc.evaluate import evaluate_chunks, write_evaluation
 from mgc.features import SpecAugment
-from mgc.metrics import evaluate_predictions
+from mgc.fsio import atomic_path
 from mgc.models import build_model, is_sklearn
+from mgc.models.adapter import Classifier, SklearnClassifier, TorchClassifier
+from mgc.models.baseline import fit_logreg, pooled_features
+from mgc.prepare import prepare
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +55,7 @@ LOG_COLUMNS = [
     "lr",
     "seconds",
 ]
+METRIC = "val_macro_f1"  # what "best" means for checkpoints and early stopping
 
 
 @dataclass
@@ -69,22 +65,35 @@ class RunResult:
 
 
 @dataclass(frozen=True)
-class FastPath:
-    """How the model runs on this device: autocast dtype, memory format, compilation."""
+class Parallel:
+    """This process's place in a data-parallel run (Ray Train); one process by default."""
 
-    device: torch.device
-    amp_dtype: torch.dtype | None
-    channels_last: bool
-    compile: bool
+    rank: int = 0
+    world_size: int = 1
+    wrap: Callable[[nn.Module], nn.Module] | None = None
 
-    def autocast(self):
-        if self.amp_dtype is None:
-            return torch.autocast(self.device.type, enabled=False)
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
 
-    def to_input(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self.device, non_blocking=True)
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+@dataclass
+class Progress:
+    """What the loop carries from epoch to epoch, and what a checkpoint restores."""
+
+    epoch: int = 0
+    best: float = -math.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0
+
+    def update(self, epoch: int, score: float) -> bool:
+        """Record an epoch's score; True when it is the best so far."""
+        self.epoch = epoch
+        if score > self.best:
+            self.best, self.best_epoch, self.bad_epochs = score, epoch, 0
+            return True
+        self.bad_epochs += 1
+        return False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -97,41 +106,10 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def select_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device=cuda but no CUDA device is visible")
-    return torch.device(name)
-
-
-def cpu_has_bf16() -> bool:
-    """Native bf16 matrix units (AVX-512 BF16 / AMX); without them bf16 is emulated and slower."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def choose_fast_path(train: TrainConfig, device: torch.device) -> FastPath:
-    amp: torch.dtype | None = None
-    if train.amp == "bf16" or (
-        train.amp == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()
-    ):
-        amp = torch.bfloat16
-    elif train.amp == "auto" and device.type == "cpu" and cpu_has_bf16():
-        amp = torch.bfloat16
-    elif train.amp == "fp16":
-        amp = torch.float16
-    channels_last = train.channels_last == "on" or (
-        train.channels_last == "auto" and device.type in ("cpu", "cuda")
+def fast_path(train: TrainConfig) -> FastPath:
+    return choose_fast_path(
+        select_device(train.device), train.amp, train.channels_last, train.compile
     )
-    compile_ = train.compile == "on" or (train.compile == "auto" and device.type == "cuda")
-    return FastPath(device, amp, channels_last, compile_)
 
 
 def make_optimizer(model: nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
@@ -147,53 +125,18 @@ def make_optimizer(model: nn.Module, train: TrainConfig) -> torch.optim.Optimize
 
 def make_scheduler(
     optimizer: torch.optim.Optimizer, train: TrainConfig
-) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-epoch factor: linear warm-up, then cosine to zero over the remaining epochs."""
-
-    def factor(epoch: int) -> float:
-        if train.scheduler == "none":
-            return 1.0
-        if epoch < train.warmup_epochs:
-            return (epoch + 1) / (train.warmup_epochs + 1)
-        span = max(1, train.epochs - train.warmup_epochs)
-        return 0.5 * (1.0 + math.cos(math.pi * (epoch - train.warmup_epochs) / span))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def train_epoch(
-    model: nn.Module,
-    chunks: ChunkSet,
-    optimizer: torch.optim.Optimizer,
-    loss_fn: nn.Module,
-    augment: nn.Module | None,
-    fast: FastPath,
-    cfg: Config,
-    generator: torch.Generator,
-    rank: int = 0,
-    world_size: int = 1,
-) -> tuple[float, float]:
-    model.train()
-    total_loss, correct, seen = 0.0, 0, 0
-    batches = iterate_batches(
-        chunks,
-        cfg.train.batch_size * world_size,
-        cfg.chunks.normalize,
-        shuffle=True,
-        generator=generator,
-        jitter=cfg.train.chunk_jitter,
-    )
-    for x, y, _ in batches:
-        x, y = x[rank::world_size], y[rank::world_size]  # data-parallel shard of the global batch
-        if len(y) == 0:
-            continue
-        if augment is not None:
-            x = augment(x)
-        loss, n_correct = train_step(model, x, y, optimizer, loss_fn, fast)
-        total_loss += loss * len(y)
-        correct += n_correct
-        seen += len(y)
-    return total_loss / max(seen, 1), correct / max(seen, 1)
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """Stepped once per epoch: constant, or linear warm-up then cosine to zero."""
+    sched = torch.optim.lr_scheduler
+    if train.scheduler == "none":
+        return sched.ConstantLR(optimizer, factor=1.0, total_iters=0)
+    warm = train.warmup_epochs
+    cosine = sched.CosineAnnealingLR(optimizer, T_max=max(1, train.epochs - warm))
+    if warm == 0:
+        return cosine
+    # Warm-up starts at 1/(warm+1) of the rate and reaches it when the cosine takes over.
+    linear = sched.LinearLR(optimizer, start_factor=1.0 / (warm + 1), total_iters=warm)
+    return sched.SequentialLR(optimizer, [linear, cosine], milestones=[warm])
 
 
 def train_step(
@@ -215,20 +158,52 @@ def train_step(
     return loss.item(), int((logits.argmax(1) == y).sum())
 
 
-def _rng_state(generator: torch.Generator) -> dict[str, Any]:
+def train_epoch(
+    model: nn.Module,
+    chunks: ChunkSet,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: nn.Module,
+    augment: nn.Module | None,
+    fast: FastPath,
+    cfg: Config,
+    generator: torch.Generator,
+    parallel: Parallel = Parallel(),
+) -> tuple[float, float]:
+    model.train()
+    total_loss, correct, seen = 0.0, 0, 0
+    rank, world = parallel.rank, parallel.world_size
+    batches = iterate_batches(
+        chunks,
+        cfg.train.batch_size * world,
+        shuffle=True,
+        generator=generator,
+        jitter=cfg.train.chunk_jitter,
+    )
+    for x, y, _ in batches:
+        x, y = x[rank::world], y[rank::world]  # this worker's shard of the global batch
+        if len(y) == 0:
+            continue
+        if augment is not None:
+            x = augment(x)
+        loss, n_correct = train_step(model, x, y, optimizer, loss_fn, fast)
+        total_loss += loss * len(y)
+        correct += n_correct
+        seen += len(y)
+    return total_loss / max(seen, 1), correct / max(seen, 1)
+
+
+def epoch_row(epoch: int, val: dict, seconds: float, **train: float) -> dict[str, Any]:
+    """One line of train_log.csv: the training figures given, the validation ones from `val`."""
     return {
-        "torch": torch.get_rng_state(),
-        "generator": generator.get_state(),
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
+        "epoch": epoch,
+        **train,
+        "val_loss": val.get("loss", ""),
+        "val_acc": val["chunk_accuracy"],
+        "val_macro_f1": val["chunk_macro_f1"],
+        "val_track_acc": val["track_accuracy"],
+        "val_track_macro_f1": val["track_macro_f1"],
+        "seconds": seconds,
     }
-
-
-def _set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
-    torch.set_rng_state(state["torch"])
-    generator.set_state(state["generator"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
 
 
 def default_run_dir(cfg: Config) -> Path:
@@ -236,7 +211,7 @@ def default_run_dir(cfg: Config) -> Path:
     return Path(cfg.run.out_dir) / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
 
 
-def _append_log(path: Path, row: dict[str, Any]) -> None:
+def append_log(path: Path, row: dict[str, Any]) -> None:
     new = not path.exists()
     with open(path, "a", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=LOG_COLUMNS)
@@ -245,16 +220,43 @@ def _append_log(path: Path, row: dict[str, Any]) -> None:
         writer.writerow({k: row.get(k, "") for k in LOG_COLUMNS})
 
 
-def _truncate_log(path: Path, last_epoch: int) -> None:
+def truncate_log(path: Path, last_epoch: int) -> None:
     """On resume, drop log rows of epochs after the checkpoint (they will be run again)."""
     if not path.exists():
         return
     with open(path, newline="") as fh:
         rows = [r for r in csv.DictReader(fh) if int(r["epoch"]) <= last_epoch]
-    with open(path, "w", newline="") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=LOG_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
+
+
+def save_checkpoint(path: Path, training: dict[str, Any], progress: Progress) -> None:
+    """Everything resume needs, written whole or not at all."""
+    state = {name: obj.state_dict() for name, obj in training.items() if name != "generator"}
+    state["rng"] = {
+        "torch": torch.get_rng_state(),
+        "generator": training["generator"].get_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+    state["progress"] = vars(progress)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: Path, training: dict[str, Any], device: torch.device) -> Progress:
+    state = torch.load(path, map_location=device, weights_only=False)
+    for name, obj in training.items():
+        if name != "generator":
+            obj.load_state_dict(state[name])
+    rng = state["rng"]
+    torch.set_rng_state(rng["torch"])
+    training["generator"].set_state(rng["generator"])
+    np.random.set_state(rng["numpy"])
+    random.setstate(rng["python"])
+    return Progress(**state["progress"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -267,23 +269,20 @@ def fit(
     run_dir: str | Path | None = None,
     resume: bool = False,
     data: SplitData | None = None,
-    wrap_model: Callable[[nn.Module], nn.Module] | None = None,
-    rank: int = 0,
-    world_size: int = 1,
+    parallel: Parallel = Parallel(),
     final_eval: bool = True,
 ) -> RunResult:
-    """Train cfg.model on cfg.data; write the run folder; return its final metrics.
+    """Train cfg.model on cfg.data (features already in the cache: `mgc.prepare`); write the run
+    folder; return its final metrics.
 
-    `resume=True` continues from `run_dir/checkpoints/last.pt` when it exists. `wrap_model`,
-    `rank` and `world_size` let a data-parallel launcher (Ray Train) run the same loop.
-    `final_eval=False` (sweep trials) stops after the epochs: the test part stays untouched
-    until the chosen configuration's final runs.
+    `resume=True` continues from `run_dir/checkpoints/last.pt` when it exists. `parallel` lets a
+    data-parallel launcher (Ray Train) run the same loop. `final_eval=False` (sweep trials) stops
+    after the epochs: the test part stays untouched until the chosen configuration's final runs.
     """
     t_start = time.perf_counter()
     run_dir = Path(run_dir) if run_dir else default_run_dir(cfg)
     ckpt_dir = run_dir / "checkpoints"
-    is_main = rank == 0
-    if is_main:
+    if parallel.is_main:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
     if cfg.train.threads:
@@ -291,8 +290,7 @@ def fit(
 
     # seed, device
     seed_everything(cfg.train.seed)
-    device = select_device(cfg.train.device)
-    fast = choose_fast_path(cfg.train, device)
+    fast = fast_path(cfg.train)
 
     # data
     data = data or load_split_data(cfg)
@@ -300,9 +298,8 @@ def fit(
         raise DatasetError(
             f"{cfg.data.root}: split '{data.split_name}' leaves no training or validation tracks"
         )
-    if is_main:
+    if parallel.is_main:
         write_label_map(data.genres, run_dir)
-    n_classes = len(data.genres)
     train_set = build_chunk_set(data.parts["train"], cfg.chunks, cfg.features)
     valid_set = build_chunk_set(data.parts["valid"], cfg.chunks, cfg.features)
     log.info(
@@ -312,95 +309,58 @@ def fit(
         len(train_set),
         train_set.window,
     )
-
     if is_sklearn(cfg.model.name):
-        return _fit_sklearn(cfg, data, train_set, run_dir, report, t_start, final_eval)
+        return fit_baseline(cfg, data, train_set, valid_set, run_dir, report, final_eval, t_start)
 
     # model
-    model = build_model(cfg.model, n_classes, cfg.features.n_mels).to(device)
-    if fast.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    info = dict(model.info)
-    train_model = wrap_model(model) if wrap_model else model
+    model = fast.place(build_model(cfg.model, len(data.genres), cfg.features.n_mels))
+    train_model = parallel.wrap(model) if parallel.wrap else model
     if fast.compile:
         train_model = torch.compile(train_model)
+    classifier = TorchClassifier(model, fast)
 
     # optimiser, schedule, loss, augmentation
     optimizer = make_optimizer(model, cfg.train)
     scheduler = make_scheduler(optimizer, cfg.train)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
-    augment = (
-        SpecAugment.from_config(cfg.train.specaugment) if cfg.train.specaugment.enabled else None
-    )
+    aug = cfg.train.specaugment
+    augment = SpecAugment.from_config(aug) if aug.enabled else None
     generator = torch.Generator().manual_seed(cfg.train.seed)
+    training = {
+        "model": model,
+        "optimizer": optimizer,
+        "scheduler": scheduler,
+        "generator": generator,
+    }
 
     # resume
-    start_epoch, best, best_epoch, bad_epochs = 1, -math.inf, 0, 0
+    progress = Progress()
     last_path = ckpt_dir / "last.pt"
     if resume and last_path.exists():
-        state = torch.load(last_path, map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"], generator)
-        start_epoch = state["epoch"] + 1
-        best, best_epoch, bad_epochs = state["best"], state["best_epoch"], state["bad_epochs"]
-        if is_main:
-            _truncate_log(run_dir / "train_log.csv", state["epoch"])
-        log.info("resumed %s at epoch %d", run_dir, start_epoch)
+        progress = load_checkpoint(last_path, training, fast.device)
+        if parallel.is_main:
+            truncate_log(run_dir / "train_log.csv", progress.epoch)
+        log.info("resumed %s at epoch %d", run_dir, progress.epoch + 1)
 
     # epoch loop
-    metric_name = "val_macro_f1"
-    for epoch in range(start_epoch, cfg.train.epochs + 1):
+    for epoch in range(progress.epoch + 1, cfg.train.epochs + 1):
         t0 = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         train_loss, train_acc = train_epoch(
-            train_model,
-            train_set,
-            optimizer,
-            loss_fn,
-            augment,
-            fast,
-            cfg,
-            generator,
-            rank,
-            world_size,
+            train_model, train_set, optimizer, loss_fn, augment, fast, cfg, generator, parallel
         )
         scheduler.step()
-        val = evaluate_chunks(model, valid_set, fast, cfg, loss_fn)
-        row = {
-            "epoch": epoch,
-            "train_loss": train_loss,
-            "train_acc": train_acc,
-            "val_loss": val["loss"],
-            "val_acc": val["chunk_accuracy"],
-            "val_macro_f1": val["chunk_macro_f1"],
-            "val_track_acc": val["track_accuracy"],
-            "val_track_macro_f1": val["track_macro_f1"],
-            "lr": lr,
-            "seconds": time.perf_counter() - t0,
-        }
-        improved = row[metric_name] > best
-        if improved:
-            best, best_epoch, bad_epochs = row[metric_name], epoch, 0
-        else:
-            bad_epochs += 1
-        if is_main:
-            _append_log(run_dir / "train_log.csv", row)
+        val = evaluate_chunks(classifier, valid_set, loss_fn)
+        row = epoch_row(
+            epoch, val, time.perf_counter() - t0, train_loss=train_loss, train_acc=train_acc, lr=lr
+        )
+        improved = progress.update(epoch, row[METRIC])
+        if parallel.is_main:
+            append_log(run_dir / "train_log.csv", row)
             if improved:
-                torch.save({"model": model.state_dict(), "epoch": epoch}, ckpt_dir / "best.pt")
-            state = {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "rng": _rng_state(generator),
-                "epoch": epoch,
-                "best": best,
-                "best_epoch": best_epoch,
-                "bad_epochs": bad_epochs,
-            }
-            torch.save(state, ckpt_dir / "last.pt.tmp")
-            os.replace(ckpt_dir / "last.pt.tmp", last_path)
+                with atomic_path(ckpt_dir / "best.pt") as tmp:
+                    torch.save({"model": model.state_dict(), "epoch": epoch}, tmp)
+            save_checkpoint(last_path, training, progress)
         log.info(
             "epoch %d: train loss %.3f acc %.3f | val loss %.3f acc %.3f macro-F1 %.3f | %.1fs",
             epoch,
@@ -412,36 +372,72 @@ def fit(
             row["seconds"],
         )
         if report is not None:
-            report({**row, "best_val_macro_f1": best}, ckpt_dir)
+            report({**row, "best_val_macro_f1": progress.best}, ckpt_dir)
         patience = cfg.train.early_stopping_patience
-        if patience and bad_epochs >= patience:
-            log.info(
-                "early stop at epoch %d: no better %s for %d epochs", epoch, metric_name, patience
-            )
+        if patience and progress.bad_epochs >= patience:
+            log.info("early stop at epoch %d: no better %s for %d epochs", epoch, METRIC, patience)
             break
 
-    if not is_main or not final_eval:
-        return RunResult(
-            run_dir, {"best_val_macro_f1": best, "best_epoch": best_epoch, "params": info["params"]}
-        )
+    info = {**model.info, "best_epoch": progress.best_epoch, "epochs_run": progress.epoch}
+    if not parallel.is_main or not final_eval:
+        return RunResult(run_dir, trial_metrics(progress, info))
     # final evaluation with the best weights
-    best_state = torch.load(ckpt_dir / "best.pt", map_location=device, weights_only=True)
+    best_state = torch.load(ckpt_dir / "best.pt", map_location=fast.device, weights_only=True)
     model.load_state_dict(best_state["model"])
-    info.update(best_epoch=best_epoch, epochs_run=epoch)
-    metrics = _finish(cfg, data, model, fast, run_dir, info, t_start)
-    return RunResult(run_dir, metrics)
+    return RunResult(run_dir, finish(cfg, data, classifier, run_dir, info, t_start))
 
 
-def _finish(
+def trial_metrics(progress: Progress, info: dict[str, Any]) -> dict[str, Any]:
+    return {"best_val_macro_f1": progress.best, "best_epoch": progress.best_epoch, **info}
+
+
+def fit_baseline(
     cfg: Config,
     data: SplitData,
-    model: Any,
-    fast: FastPath | None,
+    train_set: ChunkSet,
+    valid_set: ChunkSet,
     run_dir: Path,
-    info: dict,
+    report: Report | None,
+    final_eval: bool,
     t_start: float,
-) -> dict:
+) -> RunResult:
+    """M1 logistic regression on time-pooled chunks: one 'epoch', the same evaluation."""
+    t0 = time.perf_counter()
+    xs, ys = [], []
+    for x, y, _ in iterate_batches(train_set, 256):
+        xs.append(pooled_features(x.numpy()))
+        ys.append(y.numpy())
+    pipeline = fit_logreg(np.concatenate(xs), np.concatenate(ys), cfg.train.seed)
+    classifier = SklearnClassifier(pipeline, len(data.genres))
+    val = evaluate_chunks(classifier, valid_set)
+    row = epoch_row(1, val, time.perf_counter() - t0)
+    progress = Progress()
+    progress.update(1, row[METRIC])
+    append_log(run_dir / "train_log.csv", row)
+    if report is not None:
+        report({**row, "best_val_macro_f1": progress.best}, run_dir / "checkpoints")
+    info = {
+        "name": cfg.model.name,
+        "params": classifier.params,
+        "pretrained": "scratch",
+        "best_epoch": 1,
+        "epochs_run": 1,
+    }
+    if not final_eval:
+        return RunResult(run_dir, trial_metrics(progress, info))
+    return RunResult(run_dir, finish(cfg, data, classifier, run_dir, info, t_start))
+
+
+def finish(
+    cfg: Config,
+    data: SplitData,
+    classifier: Classifier,
+    run_dir: Path,
+    info: dict[str, Any],
+    t_start: float,
+) -> dict[str, Any]:
     """Evaluate on valid and test, write metrics.json, curves and the model bundle."""
+    fast = getattr(classifier, "fast", None)
     metrics: dict[str, Any] = {
         "experiment": cfg.experiment.name,
         "model": cfg.model.name,
@@ -452,59 +448,26 @@ def _finish(
         "skipped_files": data.skipped,
         "seed": cfg.train.seed,
         "device": str(fast.device) if fast else "cpu",
-        "fast_path": {k: str(v) for k, v in dataclasses.asdict(fast).items()} if fast else None,
+        "fast_path": fast.describe() if fast else None,
         "best_epoch": info.get("best_epoch"),
         "epochs_run": info.get("epochs_run"),
         "n_tracks": {p: len(t) for p, t in data.parts.items()},
     }
-    for part in ("valid", "test"):
-        if not data.parts.get(part):
-            continue
-        chunk_set = build_chunk_set(data.parts[part], cfg.chunks, cfg.features)
-        metrics[part] = write_evaluation(
-            model, chunk_set, data.genres, fast, cfg, run_dir, part, write_files=part == "test"
+    if data.parts.get("valid"):
+        valid_set = build_chunk_set(data.parts["valid"], cfg.chunks, cfg.features)
+        metrics["valid"] = evaluate_chunks(classifier, valid_set)
+    if data.parts.get("test"):
+        test_set = build_chunk_set(data.parts["test"], cfg.chunks, cfg.features)
+        title = f"{cfg.experiment.name} {cfg.model.name}: test tracks, {data.split_name} split"
+        metrics["test"] = write_evaluation(
+            classifier, test_set, data.genres, run_dir, "test", title
         )
     metrics["seconds"] = time.perf_counter() - t_start
     write_json(run_dir / "metrics.json", metrics)
     if (run_dir / "train_log.csv").exists():
         plot_train_curves(run_dir / "train_log.csv", run_dir / "train_curves.png")
-    save_bundle(run_dir, model, data.genres, cfg.features, cfg.chunks, cfg.model, info)
+    save_bundle(run_dir, classifier, data.genres, cfg.features, cfg.chunks, cfg.model, info)
     return metrics
-
-
-def _fit_sklearn(
-    cfg: Config,
-    data: SplitData,
-    train_set: ChunkSet,
-    run_dir: Path,
-    report: Report | None,
-    t_start: float,
-    final_eval: bool,
-) -> RunResult:
-    """M1 logistic regression on time-pooled chunks: one 'epoch', the same evaluation."""
-    t0 = time.perf_counter()
-    pipeline, info = fit_logreg(train_set, cfg, len(data.genres))
-    valid_set = build_chunk_set(data.parts["valid"], cfg.chunks, cfg.features)
-    probs, labels, tracks = predict_chunks(pipeline, valid_set, None, cfg)
-    val = evaluate_predictions(probs, labels.numpy(), tracks.numpy(), len(data.genres))
-    row = {
-        "epoch": 1,
-        "val_acc": val["chunk_accuracy"],
-        "val_macro_f1": val["chunk_macro_f1"],
-        "val_track_acc": val["track_accuracy"],
-        "val_track_macro_f1": val["track_macro_f1"],
-        "seconds": time.perf_counter() - t0,
-    }
-    _append_log(run_dir / "train_log.csv", row)
-    if report is not None:
-        report({**row, "best_val_macro_f1": row["val_macro_f1"]}, run_dir / "checkpoints")
-    info.update(best_epoch=1, epochs_run=1)
-    if not final_eval:
-        return RunResult(
-            run_dir,
-            {"best_val_macro_f1": row["val_macro_f1"], "best_epoch": 1, "params": info["params"]},
-        )
-    return RunResult(run_dir, _finish(cfg, data, pipeline, None, run_dir, info, t_start))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -520,33 +483,33 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     config, overrides = config_and_overrides(args.config, args.overrides)
-    try:
-        if args.resume:
-            run_dir = Path(args.resume)
+    run_dir: Path | None = Path(args.resume) if args.resume else None
+
+    def train() -> int:
+        nonlocal run_dir
+        if run_dir is not None:
             if not (run_dir / "config.yaml").is_file():
                 raise ConfigError(f"{run_dir}: not a run folder (config.yaml missing)")
             cfg = load_config(run_dir / "config.yaml", overrides)
         else:
             cfg = load_config(config, overrides)
             run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(cfg)
+        prepare(cfg, use_ray=False)  # features this run reads, computed here if missing
         result = fit(cfg, run_dir=run_dir, resume=bool(args.resume))
-    except (ConfigError, DatasetError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(
-            f"\ninterrupted: resume with  python -m mgc.train --resume {run_dir}", file=sys.stderr
-        )
-        return 130
-    m = result.metrics
-    test = m.get("test", {})
-    print(f"run: {result.run_dir}")
-    if test:
-        print(
-            f"test ({m['split']}): chunk acc {test['chunk_accuracy']:.3f} macro-F1 {test['chunk_macro_f1']:.3f} | "
-            f"track acc {test['track_accuracy']:.3f} macro-F1 {test['track_macro_f1']:.3f} | params {m['params']:,}"
-        )
-    return 0
+        m = result.metrics
+        print(f"run: {result.run_dir}")
+        if test := m.get("test"):
+            print(
+                f"test ({m['split']}): chunk acc {test['chunk_accuracy']:.3f} macro-F1 "
+                f"{test['chunk_macro_f1']:.3f} | track acc {test['track_accuracy']:.3f} "
+                f"macro-F1 {test['track_macro_f1']:.3f} | params {m['params']:,}"
+            )
+        return 0
+
+    def resume_hint() -> str:
+        return f"resume with  python -m mgc.train --resume {run_dir}" if run_dir else ""
+
+    return run_command(train, resume_hint)
 
 
 if __name__ == "__main__":

@@ -9,11 +9,9 @@ from mgc.config import ChunkConfig, FeatureConfig
 from mgc.features import (
     LogMel,
     SpecAugment,
-    chunk_starts,
-    cut_chunks,
+    Windowing,
     logmel_numpy,
     normalize_chunks,
-    window_frames,
 )
 
 # Our log-mel must equal librosa's within this many dB anywhere (float32 FFT round-off only).
@@ -67,31 +65,35 @@ def test_top_db_floor_is_per_example_in_a_batch():
 
 
 def test_chunking_windows_and_overlap():
-    assert chunk_starts(1293, 129, 0.0) == list(range(0, 1293 - 129 + 1, 129))
-    assert len(chunk_starts(1293, 129, 0.0)) == 10
-    starts = chunk_starts(1293, 431, 0.5)
+    assert Windowing(129, 129).starts(1293) == list(range(0, 1293 - 129 + 1, 129))
+    assert len(Windowing(129, 129).starts(1293)) == 10
+    starts = Windowing(431, 216).starts(1293)
     assert starts[:3] == [0, 216, 432] and starts[-1] + 431 <= 1293
-    assert chunk_starts(100, 129, 0.0) == [0]
+    assert Windowing(129, 129).starts(100) == [0]
     f = FeatureConfig()
-    assert window_frames(ChunkConfig(window_s=3.0), f, 1293) == 129
-    assert window_frames(ChunkConfig(window_s=0.0), f, 1293) == 1293
+    assert Windowing.from_config(ChunkConfig(window_s=3.0), f) == Windowing(129, 129)
+    assert Windowing.from_config(ChunkConfig(window_s=10.0, overlap=0.5), f) == Windowing(431, 216)
+    # The whole 30 s clip is a fixed window, whatever the other tracks' lengths.
+    assert Windowing.from_config(ChunkConfig(window_s=30.0), f).window == 1292
 
 
-def test_cut_chunks_values_and_padding():
-    spec = np.arange(4 * 10, dtype=np.float32).reshape(4, 10)
-    chunks = cut_chunks(spec, 4, 0.5)
+def test_cut_values_and_padding_with_the_tracks_floor():
+    spec = torch.arange(4 * 10, dtype=torch.float32).reshape(4, 10)
+    chunks = Windowing(4, 2).cut(spec)
     assert chunks.shape == (4, 4, 4)
-    np.testing.assert_array_equal(chunks[1], spec[:, 2:6])
-    short = cut_chunks(spec, 12, 0.0)
-    assert short.shape == (1, 4, 12) and np.all(short[0, :, 10:] == spec.min())
+    assert torch.equal(chunks[1], spec[:, 2:6])
+    short = Windowing(12, 12).cut(spec)
+    assert short.shape == (1, 4, 12) and torch.all(short[0, :, 10:] == spec.min())
+    assert torch.equal(short[0, :, :10], spec)
 
 
-def test_normalize_per_chunk_numpy_and_torch_agree():
-    x = np.random.default_rng(1).normal(5, 3, (3, 8, 16)).astype(np.float32)
+def test_normalize_per_chunk():
+    x = torch.from_numpy(np.random.default_rng(1).normal(5, 3, (3, 8, 16)).astype(np.float32))
     n = normalize_chunks(x)
-    assert np.allclose(n.mean(axis=(1, 2)), 0, atol=1e-5)
-    assert np.allclose(n.std(axis=(1, 2)), 1, atol=1e-3)
-    assert np.allclose(normalize_chunks(torch.from_numpy(x)).numpy(), n, atol=1e-5)
+    assert torch.allclose(n.mean(dim=(1, 2)), torch.zeros(3), atol=1e-5)
+    assert torch.allclose(n.std(dim=(1, 2), correction=0), torch.ones(3), atol=1e-3)
+    # Each chunk on its own: the same result as in the batch.
+    assert torch.allclose(normalize_chunks(x[1]), n[1], atol=1e-6)
 
 
 def test_specaugment_masks_only_in_training():

@@ -12,7 +12,7 @@ from mgc.config import load_config
 from mgc.data.cache import FeatureStore, stat_entry
 from mgc.data.datasets import discover
 from mgc.features import LogMel, logmel_numpy
-from mgc.prepare import files_per_task, main, prepare, process_file
+from mgc.prepare import features_frontend, files_per_task, main, prepare, process_file
 
 
 def cfg_for(root: Path, cache: str, *extra: str):
@@ -68,11 +68,11 @@ def test_resume_after_interruption_computes_only_the_rest(
 ):
     cache = str(tmp_path / "cache")
     cfg = cfg_for(synth_dataset, cache)
-    store, logmel = FeatureStore(cache, cfg.features), LogMel()
+    store, frontend = FeatureStore(cache, cfg.features), features_frontend(cfg.features)
     tracks = discover(synth_dataset)
     # An earlier run got through five files before it was stopped (no manifest written).
     for t in tracks[:5]:
-        process_file(stat_entry(t.track_id, t.genre, t.path), store, logmel)
+        process_file(stat_entry(t.track_id, t.genre, t.path), store, frontend)
     result = prepare(cfg)
     assert result.computed == len(tracks) - 5 and result.reused == 5
 
@@ -141,3 +141,17 @@ def test_files_per_task_fills_big_batches_but_keeps_every_cpu_busy():
     assert files_per_task(1, 32, 128) == 1
     assert files_per_task(0, 32, 2) == 1
     assert files_per_task(807, 0, 2) == 1  # a batch_size of 0 still means one file a task
+
+
+def test_warm_prepare_writes_nothing_and_does_not_retry_bad_files(messy_dataset, tmp_path):
+    cfg = cfg_for(messy_dataset, str(tmp_path / "cache"))
+    prepare(cfg, use_ray=False)
+    files = sorted((tmp_path / "cache").rglob("*"))
+    before = {p: p.stat().st_mtime_ns for p in files}
+    warm = prepare(cfg, use_ray=False)
+    assert warm.computed == 0 and warm.failed == 2 and warm.reused == 13
+    assert {p: p.stat().st_mtime_ns for p in sorted((tmp_path / "cache").rglob("*"))} == before
+    # A bad file that changes is tried again.
+    write_audio(messy_dataset / "pop" / "empty.wav", tone(500, 2.0))
+    fixed = prepare(cfg, use_ray=False)
+    assert fixed.computed == 1 and fixed.failed == 1

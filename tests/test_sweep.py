@@ -5,11 +5,20 @@ from pathlib import Path
 
 import pytest
 
-from mgc.config import ConfigError
+from mgc.config import ConfigError, load_config
+from mgc.prepare import prepare
 from mgc.sweep import check_space, main, read_search_space, run_sweep
 from mgc.table import COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    return {
+        str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in folder.rglob("*")
+        if p.is_file()
+    }
 
 
 def smoke_overrides(root: Path, tmp_path: Path) -> list[str]:
@@ -32,7 +41,21 @@ def test_sweep_end_to_end_fills_the_table(
     ray_local, synth_dataset: Path, tmp_path: Path, monkeypatch
 ):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    result = run_sweep(REPO / "ablations" / "e0.yaml", smoke_overrides(synth_dataset, tmp_path))
+    monkeypatch.chdir(tmp_path)
+    overrides = smoke_overrides(synth_dataset, tmp_path)
+    # Features made beforehand: then neither the sweep's (warm) prepare nor any trial may write
+    # to the shared cache or the dataset; trials write only in their own trial folders.
+    prepare(load_config(REPO / "ablations" / "e0.yaml", overrides), use_ray=False)
+    shared = [tmp_path / "cache", synth_dataset]
+    before = [snapshot(folder) for folder in shared]
+    result = run_sweep(REPO / "ablations" / "e0.yaml", overrides)
+    assert [snapshot(folder) for folder in shared] == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "cache",
+        "ds",
+        "ray_results",
+        "results",
+    ]
     # Ray's W&B callback was cleaned up while Ray was up, not left to fail at interpreter exit.
     from ray.air.integrations.wandb import WandbLoggerCallback
 
@@ -84,10 +107,10 @@ def test_bad_config_fails_before_any_trial(tmp_path: Path, capsys):
     space = tmp_path / "space.yaml"
     space.write_text("train.lrr: {loguniform: [1.0e-4, 1.0e-3]}\n")
     with pytest.raises(ConfigError, match="did you mean train.lr"):
-        check_space({}, read_search_space(space))
+        check_space(load_config(), read_search_space(space))
     space.write_text("train.batch_size: {uniform: [8, 64]}\n")
     with pytest.raises(ConfigError, match="train.batch_size: expected an integer"):
-        check_space({}, read_search_space(space))
+        check_space(load_config(), read_search_space(space))
     space.write_text("train.lr: {normal: [0, 1]}\n")
     with pytest.raises(ConfigError, match="expected one of"):
         read_search_space(space)
@@ -97,18 +120,15 @@ def test_bad_config_fails_before_any_trial(tmp_path: Path, capsys):
 
 
 def test_every_ablation_and_search_space_is_valid():
-    from mgc.config import read_yaml
-    from mgc.sweep import resolve_relative
+    from mgc.sweep import load_sweep
 
     names = []
     for n in range(6):
-        path = REPO / "ablations" / f"e{n}.yaml"
-        raw = read_yaml(path)
-        space_path = resolve_relative(raw["sweep"]["search_space"], path)
-        check_space(raw, read_search_space(space_path))
-        names.append(raw["experiment"]["name"])
+        cfg, space = load_sweep(REPO / "ablations" / f"e{n}.yaml", [])
+        assert space
+        names.append(cfg.experiment.name)
         # Same split and evaluation for every row.
-        assert raw["data"]["split"] == "stratified" and raw["chunks"]["window_s"] == 3.0
+        assert cfg.data.split == "stratified" and cfg.chunks.window_s == 3.0
     assert names == ["E0", "E1", "E2", "E3", "E4", "E5"]
 
 

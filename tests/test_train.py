@@ -7,8 +7,10 @@ import torch
 
 from mgc.bundle import load_bundle
 from mgc.config import load_config
+from mgc.device import choose_fast_path, cpu_has_bf16
 from mgc.evaluate import main as evaluate_main
-from mgc.train import choose_fast_path, cpu_has_bf16, fit
+from mgc.prepare import prepare
+from mgc.train import fit
 from mgc.train import main as train_main
 
 ARTIFACTS = [
@@ -30,7 +32,8 @@ ARTIFACTS = [
 
 
 def small_cfg(root: Path, tmp_path: Path, *extra: str):
-    return load_config(
+    """A small config whose features are already in the cache (fit only reads them)."""
+    cfg = load_config(
         None,
         [
             f"data.root={root}",
@@ -44,6 +47,8 @@ def small_cfg(root: Path, tmp_path: Path, *extra: str):
             *extra,
         ],
     )
+    prepare(cfg, use_ray=False)
+    return cfg
 
 
 def log_rows(run_dir: Path) -> list[dict]:
@@ -69,6 +74,7 @@ def test_fit_writes_every_artifact_and_bundle_reloads(synth_dataset: Path, tmp_p
     assert bundle.features.n_mels == 128 and bundle.chunks.window_s == 1.0
     x = torch.randn(2, 1, 128, 43)
     assert bundle.model(x).shape == (2, 3)
+    assert bundle.classifier.predict_proba(x).sum(1) == pytest.approx([1.0, 1.0])
 
 
 def test_same_seed_same_numbers(synth_dataset: Path, tmp_path: Path):
@@ -122,16 +128,14 @@ def test_logreg_baseline_runs_the_same_evaluation(synth_dataset: Path, tmp_path:
     assert result.metrics["params"] == 3 * 256 + 3
     assert result.metrics["test"]["track_accuracy"] >= 2 / 3  # pitch classes are easy
     assert load_bundle(result.run_dir).model.predict_proba(np.zeros((1, 256))).shape == (1, 3)
+    probs = load_bundle(result.run_dir).classifier.predict_proba(torch.zeros(2, 1, 128, 43))
+    assert probs.shape == (2, 3)
 
 
 def test_fast_path_follows_the_hardware():
-    cfg = load_config()
-    fast = choose_fast_path(cfg.train, torch.device("cpu"))
+    fast = choose_fast_path(torch.device("cpu"))
     assert (fast.amp_dtype is torch.bfloat16) == cpu_has_bf16()
-    assert (
-        choose_fast_path(load_config(None, ["train.amp=off"]).train, torch.device("cpu")).amp_dtype
-        is None
-    )
+    assert choose_fast_path(torch.device("cpu"), amp="off").amp_dtype is None
     assert not fast.compile
 
 

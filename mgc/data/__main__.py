@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections import Counter
 from pathlib import Path
 
-from mgc.audio import AudioError
-from mgc.config import ConfigError, expand
-from mgc.data.datasets import DatasetError, Track, discover, genres_of
+from mgc.cli import run_command
+from mgc.data.datasets import Track, discover, genres_of
 from mgc.data.gtzan import DOWNLOAD, GTZAN_URLS, get_gtzan
 from mgc.data.scan import scan
 from mgc.data.splits import (
@@ -24,11 +24,9 @@ from mgc.data.splits import (
     stratified_split,
 )
 
-USER_ERRORS = (DatasetError, AudioError, SplitError, ConfigError, OSError)
-
 
 def _cmd_gtzan(args: argparse.Namespace) -> int:
-    dest = Path(expand(args.dest))
+    dest = Path(os.path.expanduser(os.path.expandvars(args.dest)))
     get_gtzan(args.source, dest, progress=not args.quiet, md5=args.md5, sha256=args.sha256)
     tracks = discover(dest)
     per_genre = Counter(t.genre for t in tracks)
@@ -106,7 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder, archive (.tar.gz/.tgz/.tar/.zip) or http(s) URL; "
         f"'{DOWNLOAD}' (default) tries {', '.join(GTZAN_URLS)}",
     )
-    g.add_argument("--dest", default="${MGC_DATA_ROOT:-data/gtzan}", help="dataset folder")
+    g.add_argument(
+        "--dest",
+        default=os.environ.get("MGC_DATA_ROOT", "data/gtzan"),
+        help="dataset folder (default: $MGC_DATA_ROOT, else data/gtzan)",
+    )
     g.add_argument("--md5", help="expected md5 of the downloaded archive")
     g.add_argument("--sha256", help="expected sha256 of the downloaded archive")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -147,16 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_Formatter("%(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
-    try:
-        return args.func(args)
-    except USER_ERRORS as exc:
-        # One line, no traceback: these are about the user's files or arguments, not our code.
-        message = " ".join(str(exc).split()) or type(exc).__name__
-        print(f"error: {message}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+    return run_command(lambda: args.func(args))
 
 
 if __name__ == "__main__":

@@ -1,28 +1,30 @@
-"""Chunked log-mel data for training and evaluation: cached arrays in memory, batches by slicing.
+"""Chunked log-mel data for training and evaluation, read from the feature cache (never written).
 
 Tracks are assigned to split parts first and only then cut into windows, so no piece of a track
-reaches two parts. Each track's full log-mel is held once; a batch is a stack of slices of it,
-normalised per chunk on the fly, which costs microseconds and never makes the model wait.
+reaches two parts. Each track's full log-mel is held once; a batch is a stack of window slices
+of it (the `Windowing` every caller shares), normalised per chunk on the fly.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
 from mgc.config import ChunkConfig, Config, FeatureConfig
-from mgc.data.cache import FeatureStore
-from mgc.data.datasets import Track, discover, genres_of
-from mgc.data.splits import assign_parts, resolve_split, subsample
-from mgc.features import chunk_starts, normalize_chunks, window_frames
+from mgc.data.cache import CacheEntry, FeatureStore, is_current, stat_entry
+from mgc.data.datasets import DatasetError, Track, discover, genres_of
+from mgc.data.splits import PARTS, assign_parts, resolve_split, subsample
+from mgc.frontend import Frontend
 
 log = logging.getLogger(__name__)
 
-PARTS = ("train", "valid", "test")
+
+class FeaturesMissing(DatasetError):
+    """Tracks whose log-mel is not in the cache; the message names the command that makes them."""
 
 
 @dataclass
@@ -43,11 +45,10 @@ class SplitData:
 
 @dataclass
 class ChunkSet:
-    """Windows over a list of tracks: (track index, start frame) pairs."""
+    """Windows over a list of tracks: (track index, start frame) pairs, and how to finish them."""
 
     tracks: list[TrackArray]
-    window: int
-    step: int
+    frontend: Frontend
     chunk_track: torch.Tensor  # (N,) int64
     chunk_start: torch.Tensor  # (N,) int64
 
@@ -55,28 +56,31 @@ class ChunkSet:
         return int(self.chunk_track.numel())
 
     @property
+    def window(self) -> int:
+        return self.frontend.windowing.window
+
+    @property
     def labels(self) -> torch.Tensor:
         per_track = torch.tensor([t.label for t in self.tracks], dtype=torch.long)
         return per_track[self.chunk_track]
 
-    def batch(
-        self, idx: torch.Tensor, normalize: bool, generator: torch.Generator | None = None
-    ) -> torch.Tensor:
-        """Chunks `idx` as (B, 1, n_mels, window); with a generator, starts are jittered by up
-        to half a step either way (random crops, the chunk-level augmentation of E5)."""
+    def batch(self, idx: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Chunks `idx` as model input (B, 1, n_mels, window); with a generator, starts are
+        jittered by up to half a step either way (random crops, the chunk-level augmentation
+        of E5)."""
         starts = self.chunk_start[idx]
-        if generator is not None and self.step > 1:
-            shift = torch.randint(
-                -(self.step // 2), self.step // 2 + 1, starts.shape, generator=generator
+        step = self.frontend.windowing.step
+        if generator is not None and step > 1:
+            starts = starts + torch.randint(
+                -(step // 2), step // 2 + 1, starts.shape, generator=generator
             )
-            starts = starts + shift
+        w = self.window
         out = []
         for t, s in zip(self.chunk_track[idx].tolist(), starts.tolist(), strict=True):
             spec = self.tracks[t].logmel
-            s = min(max(0, s), spec.shape[1] - self.window)
-            out.append(spec[:, s : s + self.window])
-        x = torch.stack(out).unsqueeze(1)
-        return normalize_chunks(x) if normalize else x
+            s = min(max(0, s), spec.shape[1] - w)
+            out.append(spec[:, s : s + w])
+        return self.frontend.finish(torch.stack(out))
 
 
 def build_chunk_set(
@@ -84,24 +88,20 @@ def build_chunk_set(
 ) -> ChunkSet:
     if not tracks:
         raise ValueError("no tracks to cut into chunks")
-    shortest = min(t.logmel.shape[1] for t in tracks)
-    window = window_frames(chunks, features, shortest)
-    step = max(1, int(round(window * (1.0 - chunks.overlap))))
+    frontend = Frontend(features, chunks)
+    windowing = frontend.windowing
     track_idx, starts = [], []
     for i, t in enumerate(tracks):
-        if t.logmel.shape[1] < window:  # pad short tracks once, with their own floor
-            pad = window - t.logmel.shape[1]
-            t.logmel = torch.nn.functional.pad(t.logmel, (0, pad), value=float(t.logmel.min()))
-        for s in chunk_starts(t.logmel.shape[1], window, chunks.overlap):
+        t.logmel = windowing.pad(t.logmel)  # once, so every slice is a whole window
+        for s in windowing.starts(t.logmel.shape[1]):
             track_idx.append(i)
             starts.append(s)
-    return ChunkSet(tracks, window, step, torch.tensor(track_idx), torch.tensor(starts))
+    return ChunkSet(tracks, frontend, torch.tensor(track_idx), torch.tensor(starts))
 
 
 def iterate_batches(
     chunk_set: ChunkSet,
     batch_size: int,
-    normalize: bool,
     shuffle: bool = False,
     generator: torch.Generator | None = None,
     jitter: bool = False,
@@ -112,29 +112,15 @@ def iterate_batches(
     labels = chunk_set.labels
     for i in range(0, n, batch_size):
         idx = order[i : i + batch_size]
-        x = chunk_set.batch(idx, normalize, generator if jitter else None)
+        x = chunk_set.batch(idx, generator if jitter else None)
         yield x, labels[idx], chunk_set.chunk_track[idx]
 
 
-def _arrays(
-    tracks: list[Track], labels: dict[str, int], contents: dict[str, str], store: FeatureStore
-) -> list[TrackArray]:
-    return [
-        TrackArray(t.track_id, labels[t.genre], torch.from_numpy(store.load(contents[t.path])))
-        for t in tracks
-    ]
-
-
-def load_split_data(cfg: Config, prepare_missing: bool = True) -> SplitData:
-    """Tracks of cfg.data split into parts, with their cached log-mels loaded.
-
-    Computes missing features in this process when needed (a sweep has Ray Data do it first).
-    """
-    from mgc.prepare import prepare  # one preprocessing path for every caller
-
+def split_tracks(cfg: Config) -> tuple[list[str], dict[str, list[Track]], str, dict[str, int]]:
+    """(genres, tracks per part, split name, missing per part) for cfg.data, with the fraction,
+    train_fraction and extra training roots applied."""
     tracks = discover(cfg.data.root)
     genres = genres_of(tracks)
-    label_of = {g: i for i, g in enumerate(genres)}
     split, missing = resolve_split(cfg.data.split, tracks, cfg.data.split_seed)
     parts = assign_parts(split, tracks)
     if cfg.data.fraction < 1.0:
@@ -142,26 +128,63 @@ def load_split_data(cfg: Config, prepare_missing: bool = True) -> SplitData:
     if cfg.data.train_fraction < 1.0:
         parts["train"] = subsample(parts["train"], cfg.data.train_fraction, cfg.data.split_seed)
     for root in cfg.data.extra_train_roots:
-        extra = [t for t in discover(root) if t.genre in label_of]
+        extra = [t for t in discover(root) if t.genre in genres]
         log.info("%s: %d extra training tracks", root, len(extra))
         parts["train"] = parts["train"] + extra
+    return genres, parts, split.name, missing
 
+
+def prepare_command(cfg: Config) -> str:
+    """The command line that fills the cache for cfg's data and features."""
+    args = [f"data.root={cfg.data.root}", f"cache.dir={cfg.cache.dir}"]
+    if cfg.data.extra_train_roots:
+        args.append(f"data.extra_train_roots=[{','.join(cfg.data.extra_train_roots)}]")
+    defaults = FeatureConfig()
+    for f in dataclasses.fields(FeatureConfig):
+        value = getattr(cfg.features, f.name)
+        if value != getattr(defaults, f.name):
+            args.append(f"features.{f.name}={'null' if value is None else value}")
+    return "python -m mgc.prepare " + " ".join(args)
+
+
+def _is_current(entry: CacheEntry | None, path: str, stored: set[str]) -> bool:
+    if entry is None:
+        return False
+    try:
+        fresh = stat_entry(entry.track_id, entry.genre, path)
+    except OSError:  # gone since it was listed
+        return False
+    return is_current(entry, fresh, stored)
+
+
+def load_split_data(cfg: Config) -> SplitData:
+    """Tracks of cfg.data split into parts, with their cached log-mels. Reads only: raises
+    FeaturesMissing, naming the `mgc.prepare` command, when the cache lacks any of them."""
+    genres, parts, split_name, missing = split_tracks(cfg)
+    label_of = {g: i for i, g in enumerate(genres)}
     store = FeatureStore(cfg.cache.dir, cfg.features)
-    result = prepare(cfg, use_ray=False) if prepare_missing else None
-    entries = result.entries if result else []
-    contents = {e.path: e.content for e in entries if e.error is None}
-    skipped = [e.error for e in entries if e.error is not None]
-    arrays = {}
-    for part in PARTS:
-        usable = [t for t in parts.get(part, []) if t.path in contents]
-        arrays[part] = _arrays(usable, label_of, contents, store)
-    return SplitData(genres, arrays, split.name, missing, skipped)
-
-
-def stack_pooled(tracks: list[TrackArray]) -> tuple[np.ndarray, np.ndarray]:
-    """Whole-track features for the time-averaged baselines: (N, n_mels, frames) cropped to the
-    shortest track, and labels."""
-    shortest = min(t.logmel.shape[1] for t in tracks)
-    x = np.stack([t.logmel[:, :shortest].numpy() for t in tracks])
-    y = np.array([t.label for t in tracks])
-    return x, y
+    manifest: dict[str, CacheEntry] = {}
+    for root in [cfg.data.root, *cfg.data.extra_train_roots]:
+        manifest.update(store.read_manifest(root))
+    stored = store.stored()
+    wanted = [t for part in PARTS for t in parts.get(part, [])]
+    stale = [t.path for t in wanted if not _is_current(manifest.get(t.path), t.path, stored)]
+    if stale:
+        raise FeaturesMissing(
+            f"{cfg.cache.dir}: no current log-mel for {len(stale)} of {len(wanted)} tracks "
+            f"(first: {stale[0]}); make them with: {prepare_command(cfg)}"
+        )
+    skipped = [manifest[t.path].error for t in wanted if manifest[t.path].error]
+    arrays = {
+        part: [
+            TrackArray(
+                t.track_id,
+                label_of[t.genre],
+                torch.from_numpy(store.load(manifest[t.path].content)),
+            )
+            for t in parts.get(part, [])
+            if not manifest[t.path].error
+        ]
+        for part in PARTS
+    }
+    return SplitData(genres, arrays, split_name, missing, skipped)

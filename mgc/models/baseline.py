@@ -70,3 +70,8 @@ class TimeAverageMLP(nn.Module):
         # Population std (correction=0) matches np.std in `pooled_features`.
         std, mean = torch.std_mean(x, dim=-1, correction=0)
         return self.net(torch.cat([mean, std], dim=1))
+
+
+def fit_logreg(features: np.ndarray, labels: np.ndarray, seed: int = 0) -> Pipeline:
+    """M1: the logistic-regression pipeline fitted on `pooled_features` rows."""
+    return make_logreg(seed).fit(features, labels)

@@ -1,0 +1,39 @@
+"""What every `python -m mgc.*` command shares: `[CONFIG] [k=v …]` arguments and one-line errors."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from mgc.audio import AudioError
+from mgc.config import ConfigError
+from mgc.data.datasets import DatasetError
+from mgc.data.splits import SplitError
+from mgc.device import DeviceError
+
+# Errors a user can act on: printed as one line, exit status 2. Anything else is a bug and keeps
+# its traceback.
+USER_ERRORS = (ConfigError, DatasetError, SplitError, AudioError, DeviceError, OSError)
+
+
+def config_and_overrides(config: str | None, overrides: list[str]) -> tuple[str | None, list[str]]:
+    """Command lines take `[CONFIG] [k=v ...]`: a first argument that is an override, not a
+    YAML file, means "defaults plus these overrides"."""
+    if config and "=" in config and not config.endswith((".yaml", ".yml")):
+        return None, [config, *overrides]
+    return config, list(overrides)
+
+
+def run_command(body: Callable[[], int], on_interrupt: str | Callable[[], str] = "") -> int:
+    """Run a command's body: user errors → `error: …` on stderr and status 2; Ctrl-C → the
+    way to continue (when there is one) and status 130."""
+    try:
+        return body()
+    except USER_ERRORS as exc:
+        # One line, even when a library's message spans several.
+        print(f"error: {' '.join(str(exc).split()) or type(exc).__name__}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        hint = on_interrupt() if callable(on_interrupt) else on_interrupt
+        print(f"\ninterrupted{': ' + hint if hint else ''}", file=sys.stderr)
+        return 130
