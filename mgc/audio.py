@@ -1,11 +1,15 @@
-"""Decode any common audio file to mono float32 at a chosen sample rate."""
+"""Decode any common audio file to mono float32 at a chosen sample rate, whole or as a stream."""
 
 from __future__ import annotations
 
+import math
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+import soxr
 
 AUDIO_EXTENSIONS = (
     ".wav",
@@ -31,53 +35,93 @@ class AudioError(Exception):
         super().__init__(f"{path}: {reason}")
 
 
-def _read_vorbis(path: Path, raw: bytes | None = None) -> tuple[np.ndarray, int]:
+def looks_like_audio(path: str | Path) -> bool:
+    """Whether the file starts like a container or stream the decoders take (its content, not
+    its name): WAV/RF64, FLAC, Ogg, MP3/ADTS, MP4/M4A, AU, AIFF, WebM/Matroska."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(12)
+    except OSError:
+        return False
+    if len(head) < 4:
+        return False
+    return (
+        (head[:4] in (b"RIFF", b"RF64") and head[8:12] == b"WAVE")
+        or head[:4] in (b"fLaC", b"OggS", b".snd", b"\x1aE\xdf\xa3")
+        or head[:3] == b"ID3"
+        or (head[0] == 0xFF and head[1] & 0xE0 == 0xE0)  # MPEG audio / ADTS frame sync
+        or head[4:8] == b"ftyp"
+        or (head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"))
+    )
+
+
+# Frames a decoder hands over at a time: small enough that an hour-long file never sits in
+# memory, large enough that per-call overhead does not show (about 3 s at 44.1 kHz).
+DECODE_FRAMES = 1 << 17
+
+
+def _vorbis_blocks(path: Path, raw: bytes | None) -> tuple[int, Iterator[np.ndarray]]:
     # stb_vorbis (through miniaudio) decodes Ogg Vorbis about 1.4x faster than libvorbis in
     # libsndfile, to the same samples within 3e-7. Other codecs in an Ogg container (Opus, FLAC)
-    # raise here and go on to libsndfile / FFmpeg.
+    # fail the info call and go on to libsndfile / FFmpeg.
     import miniaudio
 
-    raw = path.read_bytes() if raw is None else raw
-    info = miniaudio.vorbis_get_info(raw)
-    decoded = miniaudio.decode(
-        raw,
+    info = (
+        miniaudio.vorbis_get_info(raw)
+        if raw is not None
+        else miniaudio.vorbis_get_file_info(str(path))
+    )
+    kwargs = dict(
         output_format=miniaudio.SampleFormat.FLOAT32,
         nchannels=info.nchannels,
         sample_rate=info.sample_rate,
+        frames_to_read=DECODE_FRAMES,
     )
-    data = np.frombuffer(decoded.samples, dtype=np.float32).reshape(-1, decoded.nchannels)
-    return data.T, decoded.sample_rate
+    chunks = (
+        miniaudio.stream_memory(raw, **kwargs)
+        if raw is not None
+        else miniaudio.stream_file(str(path), **kwargs)
+    )
+    n = info.nchannels
+    return info.sample_rate, (np.frombuffer(c, np.float32).reshape(-1, n).T for c in chunks)
 
 
-def _read_soundfile(path: Path) -> tuple[np.ndarray, int]:
-    data, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    return data.T, rate  # (channels, samples)
+def _soundfile_blocks(path: Path) -> tuple[int, Iterator[np.ndarray]]:
+    handle = sf.SoundFile(str(path))
+
+    def blocks() -> Iterator[np.ndarray]:
+        with handle:
+            for block in handle.blocks(DECODE_FRAMES, dtype="float32", always_2d=True):
+                yield block.T  # (channels, samples)
+
+    return handle.samplerate, blocks()
 
 
-def _read_av(path: Path) -> tuple[np.ndarray, int]:
+def _av_blocks(path: Path) -> tuple[int, Iterator[np.ndarray]]:
     # PyAV carries its own FFmpeg, so m4a/aac/opus decode without a system FFmpeg.
     import av
 
-    with av.open(str(path)) as container:
-        streams = [s for s in container.streams if s.type == "audio"]
-        if not streams:
-            raise AudioError(path, "no audio stream")
-        stream = streams[0]
-        rate = stream.codec_context.sample_rate or stream.rate
-        frames = []
-        for frame in container.decode(stream):
-            arr = frame.to_ndarray()
-            if arr.ndim == 1:
-                arr = arr[None, :]
-            if frame.format.is_packed:
-                arr = arr.reshape(-1, len(frame.layout.channels)).T
-            frames.append(arr.astype(np.float32, copy=False))
-    if not frames:
-        return np.zeros((1, 0), np.float32), int(rate or 0)
-    data = np.concatenate(frames, axis=1)
-    if np.issubdtype(frames[0].dtype, np.integer):  # pragma: no cover - av gives floats for these
-        data = data / float(np.iinfo(frames[0].dtype).max)
-    return data, int(rate)
+    container = av.open(str(path))
+    streams = [s for s in container.streams if s.type == "audio"]
+    if not streams:
+        container.close()
+        raise AudioError(path, "no audio stream")
+    stream = streams[0]
+    rate = int(stream.codec_context.sample_rate or stream.rate or 0)
+
+    def blocks() -> Iterator[np.ndarray]:
+        with container:
+            for frame in container.decode(stream):
+                arr = frame.to_ndarray()
+                if arr.ndim == 1:
+                    arr = arr[None, :]
+                if frame.format.is_packed:
+                    arr = arr.reshape(-1, len(frame.layout.channels)).T
+                if np.issubdtype(arr.dtype, np.integer):  # s16/s32 codecs: scale to [-1, 1]
+                    arr = arr / float(np.iinfo(arr.dtype).max)
+                yield arr.astype(np.float32, copy=False)
+
+    return rate, blocks()
 
 
 def to_mono(data: np.ndarray) -> np.ndarray:
@@ -85,31 +129,36 @@ def to_mono(data: np.ndarray) -> np.ndarray:
     return data.mean(axis=0) if data.shape[0] > 1 else data[0]
 
 
-def resample(wave: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
-    if orig_sr == target_sr or wave.size == 0:
-        return wave
-    # Imported here so the data tools (discover, split, scan) start without loading torch.
-    import torch
-    import torchaudio.functional as AF
-
-    out = AF.resample(torch.from_numpy(np.ascontiguousarray(wave)), orig_sr, target_sr)
-    return out.numpy()
-
-
-def _decode(path: Path, raw: bytes | None) -> tuple[np.ndarray, int]:
-    """(channels, samples), rate with the fastest decoder that takes the file, else libsndfile."""
+def _open(path: Path, raw: bytes | None) -> tuple[int, Iterator[np.ndarray]]:
+    """(native rate, blocks of (channels, samples) float32) from the first decoder that takes
+    the file: stb_vorbis for Ogg Vorbis, then libsndfile, then FFmpeg."""
     if path.suffix.lower() in (".ogg", ".oga"):
         try:
-            return _read_vorbis(path, raw)
+            return _vorbis_blocks(path, raw)
         except Exception:  # not Vorbis, or damaged: libsndfile and FFmpeg give the reason
             pass
-    return _read_soundfile(path)
+    try:
+        return _soundfile_blocks(path)
+    except Exception as sf_exc:  # libsndfile does not know the container: try FFmpeg
+        try:
+            return _av_blocks(path)
+        except AudioError:
+            raise
+        except Exception as av_exc:
+            # FFmpeg's message repeats the path; libsndfile's is shorter and says what it saw.
+            reason = str(sf_exc).split(": ", 1)[-1].splitlines()[0] if str(sf_exc) else ""
+            reason = reason or type(av_exc).__name__
+            raise AudioError(path, f"cannot decode ({reason.rstrip('.')})") from av_exc
 
 
-def load_audio(path: str | Path, sample_rate: int, raw: bytes | None = None) -> np.ndarray:
-    """Decode `path` to a mono float32 array at `sample_rate`. Raises AudioError.
+def stream_audio(
+    path: str | Path, sample_rate: int, block_s: float = 60.0, raw: bytes | None = None
+) -> Iterator[np.ndarray]:
+    """Decode `path` as mono float32 at `sample_rate`, in blocks of `block_s` seconds (the last
+    one shorter), holding about one block at a time whatever the file's length. Raises
+    AudioError naming the file: on opening, or at the block where decoding fails.
 
-    `raw`, the file's bytes when the caller has already read them (prepare hashes them), saves
+    `raw`, the file's bytes when the caller has already read them (prepare hashes them), spares
     decoders that work from memory a second read.
     """
     path = Path(path)
@@ -117,24 +166,48 @@ def load_audio(path: str | Path, sample_rate: int, raw: bytes | None = None) -> 
         raise AudioError(path, "file not found")
     if path.stat().st_size == 0:
         raise AudioError(path, "empty file (0 bytes)")
+    if raw is None and not os.access(path, os.R_OK):
+        raise AudioError(path, "cannot read (permission denied)")
+    rate, blocks = _open(path, raw)
+    if rate <= 0:
+        raise AudioError(path, "no sample rate in the file")
+    # soxr resamples a stream exactly as it resamples the whole signal, so block boundaries
+    # leave no trace (and a short file gets the same samples either way).
+    resampler = (
+        None if rate == sample_rate else soxr.ResampleStream(rate, sample_rate, 1, "float32")
+    )
+    block = max(1, int(block_s * sample_rate)) if math.isfinite(block_s) else None
+    pending: list[np.ndarray] = []
+    held = total = 0
     try:
-        data, rate = _decode(path, raw)
-    except Exception as sf_exc:  # libsndfile does not know the container: try FFmpeg
-        try:
-            data, rate = _read_av(path)
-        except AudioError:
-            raise
-        except Exception as av_exc:
-            # FFmpeg's message repeats the path; libsndfile's is shorter and says what it saw.
-            reason = (
-                str(sf_exc).split(": ", 1)[-1].splitlines()[0]
-                if str(sf_exc)
-                else type(av_exc).__name__
-            )
-            raise AudioError(path, f"cannot decode ({reason.rstrip('.')})") from av_exc
-    if data.size == 0 or rate <= 0:
+        for data in blocks:
+            mono = np.ascontiguousarray(to_mono(data), dtype=np.float32)
+            if not np.isfinite(mono).all():
+                raise AudioError(path, "decoded samples are not finite")
+            if resampler is not None:
+                mono = resampler.resample_chunk(mono, last=False)
+            pending.append(mono)
+            held += mono.size
+            while block is not None and held >= block:
+                joined = np.concatenate(pending)
+                total += block
+                yield joined[:block]
+                pending, held = [joined[block:]], joined.size - block
+        if resampler is not None:
+            pending.append(resampler.resample_chunk(np.zeros(0, np.float32), last=True))
+    except AudioError:
+        raise
+    except Exception as exc:  # a file that opened but breaks part-way (truncated, corrupt)
+        raise AudioError(
+            path, f"cannot decode ({type(exc).__name__}: {exc})".splitlines()[0]
+        ) from exc
+    tail = np.concatenate(pending) if pending else np.zeros(0, np.float32)
+    if total + tail.size == 0:
         raise AudioError(path, "no audio samples")
-    wave = to_mono(np.asarray(data, dtype=np.float32))
-    if not np.isfinite(wave).all():
-        raise AudioError(path, "decoded samples are not finite")
-    return np.ascontiguousarray(resample(wave, rate, sample_rate), dtype=np.float32)
+    if tail.size:
+        yield tail
+
+
+def load_audio(path: str | Path, sample_rate: int, raw: bytes | None = None) -> np.ndarray:
+    """Decode `path` to one mono float32 array at `sample_rate`. Raises AudioError."""
+    return np.concatenate(list(stream_audio(path, sample_rate, math.inf, raw)))

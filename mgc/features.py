@@ -144,10 +144,11 @@ class Windowing:
         floor = float(logmel.min()) if logmel.numel() else 0.0
         return torch.nn.functional.pad(logmel, (0, short), value=floor)
 
-    def cut(self, logmel: torch.Tensor) -> torch.Tensor:
-        """(n_mels, frames) → (n_windows, n_mels, window)."""
+    def cut(self, logmel: torch.Tensor, starts: list[int] | None = None) -> torch.Tensor:
+        """(n_mels, frames) → (n_windows, n_mels, window), at `starts` or at every start."""
         padded = self.pad(logmel)
-        return torch.stack([padded[:, s : s + self.window] for s in self.starts(padded.shape[-1])])
+        starts = self.starts(padded.shape[-1]) if starts is None else starts
+        return torch.stack([padded[:, s : s + self.window] for s in starts])
 
 
 def normalize_chunks(chunks: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:

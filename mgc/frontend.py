@@ -3,6 +3,8 @@ per-chunk normalisation. Preprocessing, the loader and prediction all go through
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,16 @@ import torch
 from mgc.audio import load_audio
 from mgc.config import ChunkConfig, FeatureConfig
 from mgc.features import LogMel, Windowing, logmel_numpy, normalize_chunks
+
+
+@dataclass
+class Segment:
+    """Model inputs of one stretch of a stream, and where its windows start in the whole."""
+
+    first_frame: int  # frame of the whole stream at which this segment's frame 0 lies
+    starts: list[int]  # window starts, in the segment's frames
+    inputs: torch.Tensor  # (len(starts), 1, n_mels, window)
+    padded: bool = False  # the whole stream was shorter than one window
 
 
 class Frontend:
@@ -48,9 +60,40 @@ class Frontend:
         """A whole track's log-mel → its model inputs (n_windows, 1, n_mels, window)."""
         return self.finish(self.windowing.cut(torch.as_tensor(logmel)))
 
-    def window_times(self, n_frames: int) -> list[tuple[float, float]]:
-        """(start, end) seconds of each window of a track of n_frames (ends clipped to it)."""
-        per_s = self.features.sample_rate / self.features.hop_length
-        w = self.windowing.window
-        end = max(n_frames, 1) / per_s
-        return [(s / per_s, min((s + w) / per_s, end)) for s in self.windowing.starts(n_frames)]
+    def segments(self, blocks: Iterable[np.ndarray], segment_s: float = 60.0) -> Iterator[Segment]:
+        """Model inputs of a mono stream (blocks of any size at the feature rate), a segment of
+        about `segment_s` seconds at a time, so memory stays bounded on hour-long files.
+
+        Windows keep the whole-stream grid (a start every `step` frames). Each segment is a
+        clip of its own for the log-mel: its top_db floor is its own (as a 30 s training clip's
+        is) and its edge frames see zero padding. A stream no longer than one segment is one
+        clip, exactly as `windows(logmel(whole))` would cut it.
+        """
+        w, s = self.windowing.window, self.windowing.step
+        hop = self.features.hop_length
+        per_segment = max(1, round(segment_s * self.features.sample_rate / (s * hop)))
+        advance = per_segment * s * hop  # samples from one segment's start to the next's
+        length = advance + (w - s) * hop  # and enough after it for its last window
+        buf = np.zeros(0, np.float32)
+        first_frame = 0
+        for block in blocks:
+            buf = np.concatenate([buf, block]) if buf.size else np.asarray(block, np.float32)
+            while buf.size >= length:
+                logmel = torch.as_tensor(self.logmel(buf[:length]))
+                starts = [j * s for j in range(per_segment)]
+                yield Segment(first_frame, starts, self.finish(self.windowing.cut(logmel, starts)))
+                buf, first_frame = buf[advance:], first_frame + advance // hop
+        if first_frame == 0:  # the whole stream fit in one segment: cut it as a whole clip
+            logmel = torch.as_tensor(self.logmel(buf))
+            n = logmel.shape[-1]
+            yield Segment(0, self.windowing.starts(n), self.windows(logmel), n < w)
+            return
+        logmel = torch.as_tensor(self.logmel(buf))
+        starts = [
+            st for st in self.windowing.starts(logmel.shape[-1]) if st + w <= logmel.shape[-1]
+        ]
+        if starts:  # the tail after the last full window is dropped, as in a whole clip
+            yield Segment(first_frame, starts, self.finish(self.windowing.cut(logmel, starts)))
+
+    def seconds(self, frames: int) -> float:
+        return frames * self.features.hop_length / self.features.sample_rate

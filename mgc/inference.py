@@ -3,13 +3,14 @@ track. Evaluation (from the feature cache) and prediction (from an audio file) b
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from mgc.audio import stream_audio
 from mgc.bundle import Bundle
 from mgc.device import FastPath, choose_fast_path, select_device
 from mgc.frontend import Frontend
@@ -58,40 +59,64 @@ class Prediction:
     duration_s: float
     padded: bool  # shorter than one window: padded up to it
     genres: list[str] = field(default_factory=list)
+    peak: float = 0.0  # largest absolute sample: how loud the loudest moment was
 
 
 class Predictor:
-    """A bundle ready to predict: its front end, its classifier on a device."""
+    """A bundle ready to predict: its front end, its classifier on a device.
 
-    def __init__(self, bundle: Bundle, fast: FastPath | None = None):
+    Files are decoded and classified a segment (`segment_s`, 60 s by default) at a time: memory
+    holds one segment's audio and log-mel plus a few bytes per window, whatever the length.
+    """
+
+    def __init__(self, bundle: Bundle, fast: FastPath | None = None, segment_s: float = 60.0):
         self.bundle = bundle
         self.frontend = Frontend(bundle.features, bundle.chunks)
         self.fast = fast or choose_fast_path(select_device("auto"))
         self.classifier = bundle.classifier.on(self.fast)
+        self.segment_s = segment_s
 
-    def predict_logmel(self, logmel: np.ndarray | torch.Tensor, duration_s: float) -> Prediction:
-        x = self.frontend.windows(logmel)
-        batches = ((x[i : i + PREDICT_BATCH],) for i in range(0, len(x), PREDICT_BATCH))
-        chunk_probs, _ = chunk_probabilities(self.classifier, batches)
+    def predict_stream(self, blocks: Iterable[np.ndarray]) -> Prediction:
+        """Mono float32 blocks at the bundle's sample rate → prediction."""
+        n_samples, peak = 0, 0.0
+
+        def counted() -> Iterator[np.ndarray]:
+            nonlocal n_samples, peak
+            for block in blocks:
+                n_samples += len(block)
+                peak = max(peak, float(np.abs(block).max(initial=0.0)))
+                yield block
+
+        probs, windows, padded = [], [], False
+        w = self.frontend.windowing.window
+        for seg in self.frontend.segments(counted(), self.segment_s):
+            x = seg.inputs
+            batches = ((x[i : i + PREDICT_BATCH],) for i in range(0, len(x), PREDICT_BATCH))
+            probs.append(chunk_probabilities(self.classifier, batches)[0])
+            windows += [(seg.first_frame + st, seg.first_frame + st + w) for st in seg.starts]
+            padded = padded or seg.padded
+        chunk_probs = np.concatenate(probs)
         _, track = track_probabilities(chunk_probs, np.zeros(len(chunk_probs), dtype=np.int64))
-        n_frames = int(np.asarray(logmel).shape[-1])
+        duration = n_samples / self.bundle.features.sample_rate
+        seconds = self.frontend.seconds
         return Prediction(
             probabilities=track[0],
             chunk_probabilities=chunk_probs,
-            windows=self.frontend.window_times(n_frames),
-            duration_s=duration_s,
-            padded=n_frames < self.frontend.windowing.window,
+            windows=[(seconds(a), min(seconds(b), duration)) for a, b in windows],
+            duration_s=duration,
+            padded=padded,
             genres=list(self.bundle.genres),
+            peak=peak,
         )
 
     def predict_wave(self, wave: np.ndarray) -> Prediction:
         """Mono float32 at the bundle's sample rate → prediction."""
-        duration = wave.size / self.bundle.features.sample_rate
-        return self.predict_logmel(self.frontend.logmel(wave), duration)
+        return self.predict_stream([wave])
 
     def predict_file(self, path: str | Path) -> Prediction:
         """Any audio file the decoders read → prediction; raises AudioError naming the file."""
-        return self.predict_wave(self.frontend.decode(path))
+        sr = self.bundle.features.sample_rate
+        return self.predict_stream(stream_audio(path, sr, block_s=self.segment_s / 4))
 
 
 def predict_file(bundle: Bundle, path: str | Path, fast: FastPath | None = None) -> np.ndarray:

@@ -58,3 +58,35 @@ def ray_local():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> tuple[Path, Path]:
+    """(run folder, dataset): a small cnn4 trained on synthetic tones of three genres, in fp32
+    so that results are exact. Shared by the inference, predict and export tests."""
+    from mgc.config import load_config
+    from mgc.prepare import prepare
+    from mgc.train import fit
+
+    tmp = tmp_path_factory.mktemp("infer")
+    root = tmp / "ds"
+    for g, base in (("blues", 220.0), ("metal", 880.0), ("pop", 3520.0)):
+        for i in range(4):
+            write_audio(root / g / f"{g}.{i:05d}.wav", tone(base * (1 + 0.05 * i), 4.0, seed=i))
+    cfg = load_config(
+        None,
+        [
+            f"data.root={root}",
+            f"cache.dir={tmp / 'cache'}",
+            "chunks.window_s=1.0",
+            "chunks.overlap=0.5",
+            "model.name=cnn4",
+            "model.width=8",
+            "train.epochs=2",
+            "train.threads=1",
+            "train.amp=off",
+        ],
+    )
+    prepare(cfg, use_ray=False)
+    fit(cfg, run_dir=tmp / "run")
+    return tmp / "run", root

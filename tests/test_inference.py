@@ -1,47 +1,14 @@
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from mgc.bundle import load_bundle
-from mgc.config import load_config
 from mgc.data.loader import build_chunk_set, load_split_data
 from mgc.device import CPU_FP32
 from mgc.evaluate import evaluate_run, predict_chunks, run_config
 from mgc.inference import Predictor, predict_file, track_probabilities
-from mgc.prepare import prepare
-from mgc.train import fit
-
-
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory) -> tuple[Path, Path]:
-    """A small cnn4 trained on the synthetic dataset (fp32, so results are exact)."""
-    from conftest import tone, write_audio
-
-    tmp = tmp_path_factory.mktemp("infer")
-    root = tmp / "ds"
-    for g, base in (("blues", 220.0), ("metal", 880.0), ("pop", 3520.0)):
-        for i in range(4):
-            write_audio(root / g / f"{g}.{i:05d}.wav", tone(base * (1 + 0.05 * i), 4.0, seed=i))
-    cfg = load_config(
-        None,
-        [
-            f"data.root={root}",
-            f"cache.dir={tmp / 'cache'}",
-            "chunks.window_s=1.0",
-            "chunks.overlap=0.5",
-            "model.name=cnn4",
-            "model.width=8",
-            "train.epochs=2",
-            "train.threads=1",
-            "train.amp=off",
-        ],
-    )
-    prepare(cfg, use_ray=False)
-    fit(cfg, run_dir=tmp / "run")
-    return tmp / "run", root
 
 
 def test_predict_file_equals_evaluate_on_the_same_clip(trained_run):

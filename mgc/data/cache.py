@@ -28,7 +28,7 @@ from mgc.config import FeatureConfig
 from mgc.fsio import atomic_write
 
 # Bump when the way features are computed changes without a parameter changing.
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2  # 2: resampling by soxr (streams the same as whole files), was torchaudio
 
 
 def feature_key(cfg: FeatureConfig) -> str:
