@@ -83,3 +83,27 @@ def choose_fast_path(
     last = channels_last == "on" or (channels_last == "auto" and device.type in ("cpu", "cuda"))
     compiled = compile == "on" or (compile == "auto" and device.type == "cuda")
     return FastPath(device, amp_dtype, last, compiled)
+
+
+def machine() -> dict[str, str | int | bool]:
+    """What a timing or a trained model should be read against: CPU model, native bf16,
+    threads, torch and the accelerator when there is one."""
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next(
+                line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")
+            )
+    except (OSError, StopIteration):
+        pass
+    info: dict[str, str | int | bool] = {
+        "cpu": cpu,
+        "native_bf16": cpu_has_bf16(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info

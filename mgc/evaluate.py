@@ -110,10 +110,14 @@ def run_config(run_dir: str | Path, overrides: list[str] | None = None):
 
 
 def evaluate_run(
-    run_dir: str | Path, overrides: list[str] | None = None, part: str = "test"
+    run_dir: str | Path,
+    overrides: list[str] | None = None,
+    part: str = "test",
+    out_dir: str | Path | None = None,
 ) -> tuple[Path, dict]:
-    """Evaluate a run folder's bundle on `part` of the (possibly overridden) split. The features
-    must be in the cache (`mgc.prepare`; the command line makes them first)."""
+    """Evaluate a run folder's bundle on `part` of the (possibly overridden) split; artifacts go
+    to `out_dir` (default: `<run_dir>/eval-<split>-<part>`). The features must be in the cache
+    (`mgc.prepare`; the command line makes them first)."""
     run_dir = Path(run_dir)
     cfg, bundle = run_config(run_dir, overrides)
     data = load_split_data(cfg)
@@ -126,7 +130,7 @@ def evaluate_run(
     t = cfg.train
     fast = choose_fast_path(select_device(t.device), t.amp, t.channels_last, "off")
     classifier = bundle.classifier.on(fast)
-    out_dir = run_dir / f"eval-{data.split_name}-{part}"
+    out_dir = Path(out_dir) if out_dir else run_dir / f"eval-{data.split_name}-{part}"
     chunk_set = build_chunk_set(data.parts[part], cfg.chunks, cfg.features)
     title = f"{cfg.experiment.name} {cfg.model.name}: {part} tracks, {data.split_name} split"
     metrics = write_evaluation(classifier, chunk_set, data.genres, out_dir, part, title)
@@ -144,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         "overrides", nargs="*", help="e.g. data.split=fault_filtered data.root=/data/gtzan"
     )
     parser.add_argument("--part", default="test", choices=["train", "valid", "test"])
+    parser.add_argument("--out", help="artifacts folder (default: RUN_DIR/eval-<split>-<part>)")
     args = parser.parse_intermixed_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     # `split=…` and `root=…` are short for the data section's keys.
@@ -154,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     def evaluate() -> int:
         cfg, _ = run_config(args.run_dir, overrides)
         prepare(cfg, use_ray=False)  # the bundle's features for this data, computed if missing
-        out_dir, m = evaluate_run(args.run_dir, overrides, args.part)
+        out_dir, m = evaluate_run(args.run_dir, overrides, args.part, args.out)
         print(
             f"{m['split']} {m['part']}: chunk acc {m['chunk_accuracy']:.3f} macro-F1 "
             f"{m['chunk_macro_f1']:.3f} | track acc {m['track_accuracy']:.3f} macro-F1 "

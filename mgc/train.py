@@ -12,6 +12,8 @@ import csv
 import logging
 import math
 import random
+import shlex
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,10 +31,10 @@ from mgc.cli import config_and_overrides, run_command
 from mgc.config import Config, ConfigError, TrainConfig, load_config, save_config
 from mgc.data.datasets import DatasetError, write_label_map
 from mgc.data.loader import ChunkSet, SplitData, build_chunk_set, iterate_batches, load_split_data
-from mgc.device import FastPath, choose_fast_path, select_device
+from mgc.device import FastPath, choose_fast_path, machine, select_device
 from mgc.evaluate import evaluate_chunks, write_evaluation
 from mgc.features import SpecAugment
-from mgc.fsio import atomic_path
+from mgc.fsio import atomic_path, atomic_write
 from mgc.models import build_model, is_sklearn
 from mgc.models.adapter import Classifier, SklearnClassifier, TorchClassifier
 from mgc.models.baseline import fit_logreg, pooled_features
@@ -448,6 +450,7 @@ def finish(
         "skipped_files": data.skipped,
         "seed": cfg.train.seed,
         "device": str(fast.device) if fast else "cpu",
+        "machine": machine(),
         "fast_path": fast.describe() if fast else None,
         "best_epoch": info.get("best_epoch"),
         "epochs_run": info.get("epochs_run"),
@@ -494,6 +497,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             cfg = load_config(config, overrides)
             run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(cfg)
+            # The exact command, for model cards and for whoever reruns it.
+            argv_text = shlex.join(["python", "-m", "mgc.train", *(argv or sys.argv[1:])])
+            atomic_write(run_dir / "command.txt", argv_text + "\n")
         prepare(cfg, use_ray=False)  # features this run reads, computed here if missing
         result = fit(cfg, run_dir=run_dir, resume=bool(args.resume))
         m = result.metrics
