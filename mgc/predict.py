@@ -186,7 +186,7 @@ def predict_ray(files: list[Path], bundle_path: Path, opts: Options) -> Iterator
     ds = ray.data.from_items([{"file": str(f)} for f in files]).map(
         _RayPredict,
         fn_constructor_kwargs={"bundle_path": str(bundle_path), "opts": dataclasses.asdict(opts)},
-        concurrency=min(workers, len(files)),
+        compute=ray.data.ActorPoolStrategy(size=min(workers, len(files))),
         num_cpus=1,
     )
     by_file = {r["file"]: r for r in (json.loads(x["json"]) for x in ds.iter_rows())}

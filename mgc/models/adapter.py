@@ -6,6 +6,7 @@ evaluation, bundles and prediction all hold a `Classifier` and call `predict_pro
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import pickle
 from pathlib import Path
@@ -48,7 +49,9 @@ class TorchClassifier:
         self.n_classes = int(model.info["n_classes"]) if hasattr(model, "info") else -1
 
     def on(self, fast: FastPath) -> TorchClassifier:
-        return TorchClassifier(fast.place(self.model), fast)
+        # A copy: nn.Module.to moves in place, and the bundle's own model must stay as loaded
+        # (CPU, NCHW, fp32) for whoever else holds it: an exporter, a second predictor.
+        return TorchClassifier(fast.place(copy.deepcopy(self.model)), fast)
 
     def predict_proba(self, x: torch.Tensor) -> np.ndarray:
         self.model.eval()
