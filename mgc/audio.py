@@ -147,6 +147,8 @@ def _open(path: Path, raw: bytes | None) -> tuple[int, Iterator[np.ndarray]]:
         except Exception as av_exc:
             # FFmpeg's message repeats the path; libsndfile's is shorter and says what it saw.
             reason = str(sf_exc).split(": ", 1)[-1].splitlines()[0] if str(sf_exc) else ""
+            if "does not exist" in reason:  # libsndfile's words for "no format I know"
+                reason = "not a known audio format, or damaged"
             reason = reason or type(av_exc).__name__
             raise AudioError(path, f"cannot decode ({reason.rstrip('.')})") from av_exc
 
