@@ -116,6 +116,12 @@ def model_card(model_id: str, runs: list[Path], trained_on: str | None) -> dict[
     }
 
 
+def _machine_text(machine: dict[str, Any] | str) -> str:
+    if isinstance(machine, str):
+        return machine
+    return ", ".join(str(v) if k == "cpu" else f"{k} {v}" for k, v in machine.items())
+
+
 def render_card(card: dict[str, Any]) -> str:
     def pm(stat: dict[str, Any]) -> str:
         text = f"{stat['mean']:.3f}"
@@ -135,10 +141,11 @@ def render_card(card: dict[str, Any]) -> str:
         f"    {card['command']}",
         "",
         f"Recipe: {json.dumps(card['recipe'])}. Best epoch {card['best_epoch']}. "
-        f"Trained on: {json.dumps(card['trained_on'])}"
+        f"Trained on: {_machine_text(card['trained_on'])}"
         + (f", {card['train_seconds'] / 60:.0f} min." if card.get("train_seconds") else "."),
         "",
-        f"## Test results ({card['split']} split, tracks {card['tracks']})",
+        f"## Test results ({card['split']} split; tracks train/valid/test "
+        f"{'/'.join(str(card['tracks'].get(p, 0)) for p in ('train', 'valid', 'test'))})",
         "",
         "| | shipped (seed " + str(card["shipped_seed"]) + ") | seeds " + str(card["seeds"]) + " |",
         "|---|---|---|",
@@ -166,6 +173,7 @@ def publish(
         raise ConfigError(f"{out}: exists; pass --force to replace it")
     card = model_card(model_id, runs, trained_on)
     # Built beside the target, then swapped in: a reader never sees half a model.
+    out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         shutil.copytree(runs[0] / BUNDLE_DIR, staging, dirs_exist_ok=True)
