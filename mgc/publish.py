@@ -140,6 +140,14 @@ def render_card(card: dict[str, Any]) -> str:
         "",
         f"    {card['command']}",
         "",
+        *(
+            [
+                f"The other seeds ran the same recipe with `train.seed` set to each of {card['seeds'][1:]}.",
+                "",
+            ]
+            if len(card["seeds"]) > 1
+            else []
+        ),
         f"Recipe: {json.dumps(card['recipe'])}. Best epoch {card['best_epoch']}. "
         f"Trained on: {_machine_text(card['trained_on'])}"
         + (f", {card['train_seconds'] / 60:.0f} min." if card.get("train_seconds") else "."),

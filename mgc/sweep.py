@@ -236,9 +236,6 @@ def wandb_callbacks(cfg: Config) -> list:
         log.warning("W&B: no WANDB_API_KEY, logging offline (upload later with `wandb sync`)")
         mode = "offline"
     os.environ["WANDB_MODE"] = mode
-    # Offline runs land beside the Tune results, not in whatever folder a trial runs in.
-    os.environ.setdefault("WANDB_DIR", str(Path(cfg.sweep.storage_path).resolve()))
-    Path(os.environ["WANDB_DIR"]).mkdir(parents=True, exist_ok=True)
     from ray.air.integrations.wandb import WandbLoggerCallback
 
     return [
@@ -247,8 +244,19 @@ def wandb_callbacks(cfg: Config) -> list:
             entity=cfg.sweep.wandb.entity,
             group=cfg.experiment.name,
             mode=mode,
+            # Straight into the sweep's storage: by default each trial's logging actor writes
+            # into Ray's temporary staging folder for the trial, and what it writes after the
+            # trial's last sync (it finishes after the trial does) never reaches ray_results.
+            dir=str(wandb_dir(cfg)),
         )
     ]
+
+
+def wandb_dir(cfg: Config) -> Path:
+    """Where this sweep's W&B runs go (offline ones wait there for `wandb sync`)."""
+    path = Path(cfg.sweep.storage_path).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def make_tuner(cfg: Config, space: dict[str, dict[str, list]], resume: bool, callbacks: list):
@@ -420,7 +428,7 @@ def wandb_table(cfg: Config, tables: dict[str, Path]) -> None:
         job_type="results",
         name=f"table-{cfg.experiment.name}",
         mode=os.environ["WANDB_MODE"],
-        dir=cfg.sweep.storage_path,
+        dir=str(wandb_dir(cfg)),
     )
     run.log({"results_table": wandb.Table(dataframe=frame)})
     run.finish()
