@@ -47,6 +47,7 @@ _EXPECTED |= {nodes.FloatNode: "a number", nodes.StringNode: "a string"}
 _EXPECTED |= {ListConfig: "a list", DictConfig: "a mapping"}
 _POSITIVE = ["features.sample_rate", "features.n_fft", "features.hop_length", "features.n_mels"]
 _POSITIVE += ["train.lr", "train.batch_size", "train.epochs", "cache.batch_size"]
+_NOT_NEGATIVE = ["train.windows_per_track", "train.warmup_epochs", "train.early_stopping_patience"]
 
 
 def _shell_to_oc(value: Any) -> Any:
@@ -169,7 +170,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError(
             "chunks.window_s must be > 0 seconds (30 for a whole GTZAN clip; shorter tracks are padded)"
         )
-    checks = [(operator.attrgetter(k)(cfg) > 0, f"{k} must be positive") for k in _POSITIVE] + [
+    checks = [(operator.attrgetter(k)(cfg) > 0, f"{k} must be positive") for k in _POSITIVE]
+    checks += [(operator.attrgetter(k)(cfg) >= 0, f"{k} must be >= 0") for k in _NOT_NEGATIVE]
+    checks += [
         (0 <= c.overlap < 1, "chunks.overlap must be in [0, 1)"),
         (0 < d.train_fraction <= 1, "data.train_fraction must be in (0, 1]"),
         (0 < d.fraction <= 1, "data.fraction must be in (0, 1]"),

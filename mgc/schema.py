@@ -85,7 +85,10 @@ class TrainConfig:
     compile: Literal["auto", "on", "off"] = "off"
     threads: int | None = None
     specaugment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
-    chunk_jitter: bool = False  # E5: random gain and time shift per chunk
+    chunk_jitter: bool = False  # E5: each training window shifted by up to half a step
+    # What an epoch is: 0 = every window of every training track; N = N windows per track at
+    # random places, drawn afresh each epoch (a fixed cost per epoch, the same for every row).
+    windows_per_track: int = 0
 
 
 @dataclass

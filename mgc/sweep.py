@@ -14,16 +14,18 @@ import logging
 import os
 import shutil
 import statistics
-import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from mgc.artifacts import write_json
+from mgc.budget import SPENT_FILE, Budget, time_spent, time_training_step
 from mgc.cli import run_command
 from mgc.cluster import init_ray
 from mgc.config import Config, ConfigError, load_config, save_config, with_params
+from mgc.data.loader import split_tracks
+from mgc.device import machine
 from mgc.prepare import prepare
 from mgc.table import write_seed_csv, write_tables
 
@@ -216,8 +218,11 @@ def load_sweep(
     return with_params(cfg, fixed), space
 
 
-def prepare_features(cfg: Config) -> None:
-    """Every track's log-mel in the cache, through Ray Data, before any trial reads it."""
+def prepare_features(cfg: Config) -> Budget:
+    """Every track's log-mel in the cache, through Ray Data, before any trial reads it; then
+    the sweep's budget, said before it starts, with an estimate from a timed training step."""
+    import ray
+
     prepared = prepare(cfg)
     log.info(
         "features: %d computed, %d cached, %d skipped",
@@ -225,6 +230,19 @@ def prepare_features(cfg: Config) -> None:
         prepared.reused,
         prepared.failed,
     )
+    frames = {e.path: e.n_frames for e in prepared.ok}
+    _, parts, _, _ = split_tracks(cfg)
+    budget = Budget.of(
+        cfg,
+        [frames[t.path] for t in parts["train"] if t.path in frames],
+        [frames[t.path] for t in parts["valid"] if t.path in frames],
+    )
+    res = cfg.sweep.resources
+    cpus = ray.cluster_resources().get("CPU", 1.0)
+    concurrent = cfg.sweep.max_concurrent or max(1, int(cpus // max(res.cpus_per_trial, 1e-9)))
+    rate = time_training_step(cfg, threads=max(1, int(res.cpus_per_trial)))
+    log.info(budget.describe(rate, min(concurrent, cfg.sweep.num_samples)))
+    return budget
 
 
 def wandb_callbacks(cfg: Config) -> list:
@@ -375,11 +393,31 @@ def summarise(
 
 
 def write_row(
-    cfg: Config, space: dict, grid, best_params: dict, seeds: list[dict], seconds: float
+    cfg: Config,
+    space: dict,
+    grid,
+    best_params: dict,
+    seeds: list[dict],
+    seconds: float,
+    budget: Budget,
 ) -> dict[str, Any]:
-    """results/<experiment>/: summary.json (with every trial), seeds.csv; then the tables."""
+    """results/<experiment>/: summary.json (with every trial, the budget and what it cost),
+    seeds.csv; then the tables."""
+    import ray
+
     out = Path(cfg.sweep.results_dir) / cfg.experiment.name
     summary = summarise(cfg, best_params, seeds, len(grid), seconds)
+    summary["budget"] = budget.to_dict()
+    # Every epoch any trial ran, failed ones included: ASHA's saving against the full grid.
+    summary["trial_epochs_run"] = sum(
+        int((r.metrics or {}).get("training_iteration", 0)) for r in grid
+    )
+    summary["failed_trials"] = sum(r.error is not None for r in grid)
+    summary["machine"] = machine()
+    cpus = ray.cluster_resources().get("CPU", 0.0)
+    gpus = ray.cluster_resources().get("GPU", 0.0)
+    summary["cpu_hours"] = seconds * cpus / 3600
+    summary["gpu_hours"] = seconds * gpus / 3600
     summary["trials"] = [
         {
             "trial": Path(r.path).name,
@@ -400,18 +438,21 @@ def run_sweep(
     ablation: str | Path, overrides: list[str] | None = None, resume: bool = False
 ) -> SweepResult:
     cfg, space = load_sweep(ablation, overrides)
-    t0 = time.perf_counter()
-    init_ray(cfg.sweep.ray_address, cfg.sweep.num_cpus)
-    prepare_features(cfg)
-    grid = run_trials(cfg, space, resume)
-    best = grid.get_best_result(metric=cfg.sweep.metric, mode=cfg.sweep.mode, scope="all")
-    best_params = {k: best.config[k] for k in space}
-    log.info("best trial %s: %s", best.path, best_params)
-    out = Path(cfg.sweep.results_dir) / cfg.experiment.name
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(with_params(cfg, best_params), out / "best_config.yaml")
-    seeds = final_seeds(cfg, best_params, out)
-    summary = write_row(cfg, space, grid, best_params, seeds, time.perf_counter() - t0)
+    exp_dir = Path(cfg.sweep.storage_path).resolve() / f"mgc-{cfg.experiment.name}"
+    if not resume and exp_dir.exists():  # a fresh sweep starts its clock afresh too
+        (exp_dir / SPENT_FILE).unlink(missing_ok=True)
+    with time_spent(exp_dir) as elapsed:
+        init_ray(cfg.sweep.ray_address, cfg.sweep.num_cpus)
+        budget = prepare_features(cfg)
+        grid = run_trials(cfg, space, resume)
+        best = grid.get_best_result(metric=cfg.sweep.metric, mode=cfg.sweep.mode, scope="all")
+        best_params = {k: best.config[k] for k in space}
+        log.info("best trial %s: %s", best.path, best_params)
+        out = Path(cfg.sweep.results_dir) / cfg.experiment.name
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(with_params(cfg, best_params), out / "best_config.yaml")
+        seeds = final_seeds(cfg, best_params, out)
+        summary = write_row(cfg, space, grid, best_params, seeds, elapsed(), budget)
     return SweepResult(out, best_params, seeds, summary)
 
 

@@ -30,7 +30,14 @@ from mgc.bundle import save_bundle
 from mgc.cli import config_and_overrides, run_command
 from mgc.config import Config, ConfigError, TrainConfig, load_config, save_config
 from mgc.data.datasets import DatasetError, write_label_map
-from mgc.data.loader import ChunkSet, SplitData, build_chunk_set, iterate_batches, load_split_data
+from mgc.data.loader import (
+    ChunkSet,
+    SplitData,
+    build_chunk_set,
+    iterate_batches,
+    load_split_data,
+    random_windows,
+)
 from mgc.device import FastPath, choose_fast_path, machine, select_device
 from mgc.evaluate import evaluate_chunks, write_evaluation
 from mgc.features import SpecAugment
@@ -174,6 +181,8 @@ def train_epoch(
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
     rank, world = parallel.rank, parallel.world_size
+    if cfg.train.windows_per_track:
+        chunks = random_windows(chunks, cfg.train.windows_per_track, generator)
     batches = iterate_batches(
         chunks,
         cfg.train.batch_size * world,

@@ -17,7 +17,7 @@ LAYERS = {
     4: ["data.loader", "data"],
     5: ["models", "bundle", "inference"],
     6: ["metrics", "artifacts", "evaluate"],
-    7: ["train", "sweep", "table", "predict", "export", "publish", "web", "bot"],
+    7: ["train", "sweep", "table", "predict", "export", "publish", "web", "bot", "budget"],
 }
 LAYER_OF = {f"mgc.{m}": layer for layer, mods in LAYERS.items() for m in mods}
 LAYER_OF["mgc"] = 0

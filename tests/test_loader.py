@@ -72,3 +72,23 @@ def test_chunk_batches_are_the_frontends_windows(synth_dataset, tmp_path):
     (x, _, t), *rest = list(iterate_batches(chunk_set, 1000))
     assert not rest and torch.equal(t, torch.zeros(len(x), dtype=torch.long))
     assert torch.equal(x, Frontend(cfg.features, cfg.chunks).windows(whole))
+
+
+def test_an_epoch_of_random_windows_per_track(synth_dataset, tmp_path):
+    from mgc.data.loader import random_windows
+
+    cfg = cfg_for(synth_dataset, tmp_path)
+    prepare(cfg, use_ray=False)
+    tracks = load_split_data(cfg).parts["train"]
+    full = build_chunk_set(tracks, cfg.chunks, cfg.features)
+    a = random_windows(full, 3, torch.Generator().manual_seed(0))
+    b = random_windows(full, 3, torch.Generator().manual_seed(0))
+    assert len(a) == 3 * len(tracks)
+    assert torch.equal(a.chunk_track, torch.arange(len(tracks)).repeat_interleave(3))
+    assert torch.equal(a.chunk_start, b.chunk_start)  # seeded: the same draw
+    frames = torch.tensor([t.logmel.shape[1] for t in tracks])[a.chunk_track]
+    assert bool((a.chunk_start >= 0).all()) and bool((a.chunk_start + a.window <= frames).all())
+    # Not the fixed grid: random places (4 s tracks give 4 grid windows of 43 frames).
+    assert not set(a.chunk_start.tolist()) <= set(full.chunk_start.tolist())
+    x = a.batch(torch.arange(len(a)))
+    assert x.shape == (len(a), 1, 128, a.window)

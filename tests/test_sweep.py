@@ -63,6 +63,11 @@ def test_sweep_end_to_end_fills_the_table(
     assert not [o for o in gc.get_objects() if issubclass(type(o), WandbLoggerCallback)]
     summary = result.summary
     assert summary["n_trials"] == 2 and len(summary["trials"]) == 2
+    # The budget and what it cost add up with the trial records.
+    assert summary["trial_epochs_run"] == sum(t["epochs"] for t in summary["trials"]) == 2
+    assert summary["budget"]["grid_trial_epochs"] == 2 and summary["failed_trials"] == 0
+    assert summary["cpu_hours"] == pytest.approx(summary["sweep_seconds"] * 2 / 3600)
+    assert "cpu" in summary["machine"]
     assert set(result.best_params) == {"train.lr", "train.batch_size", "model.dropout"}
 
     results = tmp_path / "results"
@@ -260,4 +265,44 @@ def test_interrupted_sweep_resumes(flaky_ray: Path, synth_dataset: Path, tmp_pat
     assert main([str(REPO / "ablations" / "e0.yaml"), *overrides, "--resume"]) == 0
     summary = json.loads((tmp_path / "results" / "E0" / "summary.json").read_text())
     assert summary["n_trials"] == 2 and all(t["epochs"] == 1 for t in summary["trials"])
+    # The time of the failed first part counts too, not only the part after --resume.
+    spent = json.loads((tmp_path / "ray_results" / "mgc-E0" / "mgc_sweep_seconds.json").read_text())
+    assert len(spent["parts"]) == 2
+    assert summary["sweep_seconds"] == pytest.approx(spent["seconds"], rel=0.05)
+    assert summary["sweep_seconds"] > spent["parts"][0]["seconds"]
     assert (tmp_path / "results" / "table.csv").is_file()
+
+
+def test_asha_trial_epochs_and_the_budget_line():
+    from mgc.budget import Budget, asha_trial_epochs
+
+    # 9 trials, rungs at 1 and 3 of 9 epochs, rf 3: 9·1 + 3·2 + 1·6 = 21 (all to the end: 81).
+    assert asha_trial_epochs(9, 9, 1, 3) == pytest.approx(21.0)
+    assert asha_trial_epochs(4, 2, 3, 3) == pytest.approx(8.0)  # grace beyond max_t: no rung
+    cfg = load_config(
+        None,
+        [
+            "sweep.num_samples=9",
+            "train.epochs=9",
+            "sweep.grace_period=1",
+            "train.windows_per_track=4",
+        ],
+    )
+    budget = Budget.of(cfg, train_frames=[1293] * 10, valid_frames=[1293] * 2)
+    assert budget.train_samples_per_epoch == 40 and budget.valid_samples == 20
+    assert budget.grid_trial_epochs == 81 and budget.expected_trial_epochs == pytest.approx(21.0)
+    line = budget.describe(samples_per_s=10.0, concurrent=2)
+    assert "~21 trial-epochs expected (all to the end: 81)" in line and "4 per track" in line
+
+
+def test_time_spent_adds_up_across_interruptions(tmp_path: Path):
+    from mgc.budget import seconds_spent, time_spent
+
+    with pytest.raises(KeyboardInterrupt), time_spent(tmp_path):
+        raise KeyboardInterrupt  # an interrupted first part still counts
+    first = seconds_spent(tmp_path)
+    with time_spent(tmp_path) as elapsed:
+        assert elapsed() >= first
+    record = json.loads((tmp_path / "mgc_sweep_seconds.json").read_text())
+    assert len(record["parts"]) == 2
+    assert record["seconds"] == pytest.approx(sum(p["seconds"] for p in record["parts"]))

@@ -83,6 +83,17 @@ class ChunkSet:
         return self.frontend.finish(torch.stack(out))
 
 
+def random_windows(chunk_set: ChunkSet, per_track: int, generator: torch.Generator) -> ChunkSet:
+    """`per_track` windows of every track at uniformly random places: one epoch's sample when
+    an epoch is defined as a fixed number of windows per track (`train.windows_per_track`)."""
+    n = len(chunk_set.tracks)
+    window = chunk_set.window
+    room = torch.tensor([t.logmel.shape[1] - window + 1 for t in chunk_set.tracks])
+    track = torch.arange(n).repeat_interleave(per_track)
+    start = (torch.rand(n * per_track, generator=generator) * room[track]).long()
+    return ChunkSet(chunk_set.tracks, chunk_set.frontend, track, start)
+
+
 def build_chunk_set(
     tracks: list[TrackArray], chunks: ChunkConfig, features: FeatureConfig
 ) -> ChunkSet:
