@@ -24,7 +24,7 @@ import soxr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mgc.audio import load_audio  # noqa: E402
+from mgc.audio import load_audio, write_m4a  # noqa: E402
 from mgc.bundle import load_bundle  # noqa: E402
 from mgc.config import load_config  # noqa: E402
 from mgc.data.loader import split_tracks  # noqa: E402
@@ -33,20 +33,6 @@ from mgc.inference import Predictor  # noqa: E402
 from mgc.predict import BUNDLED_MODEL  # noqa: E402
 
 SR = 22050
-
-
-def write_m4a(path: Path, wave: np.ndarray, sr: int) -> None:
-    import av
-
-    with av.open(str(path), "w", format="mp4") as out:
-        stream = out.add_stream("aac", rate=sr)
-        stream.layout = "mono"
-        frame = av.AudioFrame.from_ndarray(
-            wave[None, :].astype(np.float32), format="fltp", layout="mono"
-        )
-        frame.sample_rate = sr
-        for packet in [*stream.encode(frame), *stream.encode(None)]:
-            out.mux(packet)
 
 
 def perturbations(wave: np.ndarray, rng: np.random.Generator) -> dict[str, callable]:

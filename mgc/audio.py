@@ -213,3 +213,20 @@ def stream_audio(
 def load_audio(path: str | Path, sample_rate: int, raw: bytes | None = None) -> np.ndarray:
     """Decode `path` to one mono float32 array at `sample_rate`. Raises AudioError."""
     return np.concatenate(list(stream_audio(path, sample_rate, math.inf, raw)))
+
+
+def write_m4a(path: str | Path, wave: np.ndarray, sample_rate: int) -> Path:
+    """Mono float audio as AAC in an MP4 container, through PyAV's own FFmpeg: the format phones
+    and music stores hand out, for tests and benches that need one without a system ffmpeg."""
+    import av
+
+    with av.open(str(path), "w", format="mp4") as out:
+        stream = out.add_stream("aac", rate=sample_rate)
+        stream.layout = "mono"
+        frame = av.AudioFrame.from_ndarray(
+            np.asarray(wave, np.float32)[None, :], format="fltp", layout="mono"
+        )
+        frame.sample_rate = sample_rate
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            out.mux(packet)
+    return Path(path)

@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 from conftest import tone, write_audio
 
-from mgc.audio import load_audio, looks_like_audio, stream_audio
+from mgc.audio import load_audio, looks_like_audio, stream_audio, write_m4a
 from mgc.bundle import load_bundle
 from mgc.device import CPU_FP32
 from mgc.frontend import Frontend
@@ -17,24 +17,6 @@ from mgc.inference import Predictor, predict_file
 from mgc.predict import find_audio, main
 
 GENRES = ["blues", "metal", "pop"]
-
-
-def write_m4a(path: Path, wave: np.ndarray, sr: int) -> Path:
-    """AAC in an MP4 container through PyAV's own FFmpeg (no system ffmpeg needed)."""
-    import av
-
-    with av.open(str(path), "w", format="mp4") as out:
-        stream = out.add_stream("aac", rate=sr)
-        stream.layout = "mono"
-        frame = av.AudioFrame.from_ndarray(
-            wave[None, :].astype(np.float32), format="fltp", layout="mono"
-        )
-        frame.sample_rate = sr
-        for packet in stream.encode(frame):
-            out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-    return path
 
 
 @pytest.fixture
