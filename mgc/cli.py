@@ -9,11 +9,10 @@ from mgc.audio import AudioError
 from mgc.config import ConfigError
 from mgc.data.datasets import DatasetError
 from mgc.data.splits import SplitError
-from mgc.device import DeviceError
 
 # Errors a user can act on: printed as one line, exit status 2. Anything else is a bug and keeps
-# its traceback.
-USER_ERRORS = (ConfigError, DatasetError, SplitError, AudioError, DeviceError, OSError)
+# its traceback. (Only light modules here: a command fails on bad input before torch loads.)
+USER_ERRORS = (ConfigError, DatasetError, SplitError, AudioError, OSError)
 
 
 def config_and_overrides(config: str | None, overrides: list[str]) -> tuple[str | None, list[str]]:

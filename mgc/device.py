@@ -6,9 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-
-class DeviceError(ValueError):
-    """A device that was asked for by name but is not there; one line."""
+from mgc.config import ConfigError
 
 
 @dataclass(frozen=True)
@@ -54,7 +52,7 @@ def select_device(name: str = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise DeviceError("train.device=cuda but no CUDA device is visible")
+        raise ConfigError("train.device=cuda but no CUDA device is visible")
     return torch.device(name)
 
 

@@ -15,19 +15,20 @@ import os
 import shutil
 import statistics
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from mgc.artifacts import write_json
-from mgc.budget import SPENT_FILE, Budget, time_spent, time_training_step
 from mgc.cli import run_command
 from mgc.cluster import init_ray
 from mgc.config import Config, ConfigError, load_config, save_config, with_params
-from mgc.data.loader import split_tracks
-from mgc.device import machine
-from mgc.prepare import prepare
-from mgc.table import write_seed_csv, write_tables
+from mgc.data.datasets import DatasetError, discover
+
+# torch, pandas and matplotlib come in with the modules that need them (inside the functions
+# below), so that a bad config or a missing dataset is reported in well under two seconds,
+# before any of them loads and before Ray starts.
+if TYPE_CHECKING:
+    from mgc.budget import Budget
 
 log = logging.getLogger(__name__)
 
@@ -208,6 +209,7 @@ def load_sweep(
         raise ConfigError("sweep.search_space is not set")
     space = read_search_space(resolve_relative(cfg.sweep.search_space, ablation))
     check_space(cfg, space)
+    check_data(cfg)
     fixed: dict[str, Any] = {
         "train.threads": max(1, int(cfg.sweep.resources.cpus_per_trial)),
         "data.root": str(Path(cfg.data.root).resolve()),
@@ -218,10 +220,27 @@ def load_sweep(
     return with_params(cfg, fixed), space
 
 
+def check_data(cfg: Config) -> None:
+    """The dataset folders exist and hold audio, said at once rather than after Ray starts."""
+    for root in (cfg.data.root, *cfg.data.extra_train_roots):
+        try:
+            discover(root)
+        except DatasetError as exc:
+            raise DatasetError(
+                f"{exc}; put GTZAN there with `python -m mgc.data gtzan --source "
+                f"ARCHIVE_OR_FOLDER --dest {root}` (or --source download when online), or point "
+                "MGC_DATA_ROOT / data.root at a folder of <genre>/<audio files>"
+            ) from exc
+
+
 def prepare_features(cfg: Config) -> Budget:
     """Every track's log-mel in the cache, through Ray Data, before any trial reads it; then
     the sweep's budget, said before it starts, with an estimate from a timed training step."""
     import ray
+
+    from mgc.budget import Budget, time_training_step
+    from mgc.data.loader import split_tracks
+    from mgc.prepare import prepare
 
     prepared = prepare(cfg)
     log.info(
@@ -405,6 +424,10 @@ def write_row(
     seeds.csv; then the tables."""
     import ray
 
+    from mgc.artifacts import write_json
+    from mgc.device import machine
+    from mgc.table import write_seed_csv, write_tables
+
     out = Path(cfg.sweep.results_dir) / cfg.experiment.name
     summary = summarise(cfg, best_params, seeds, len(grid), seconds)
     summary["budget"] = budget.to_dict()
@@ -437,6 +460,8 @@ def write_row(
 def run_sweep(
     ablation: str | Path, overrides: list[str] | None = None, resume: bool = False
 ) -> SweepResult:
+    from mgc.budget import SPENT_FILE, time_spent
+
     cfg, space = load_sweep(ablation, overrides)
     exp_dir = Path(cfg.sweep.storage_path).resolve() / f"mgc-{cfg.experiment.name}"
     if not resume and exp_dir.exists():  # a fresh sweep starts its clock afresh too

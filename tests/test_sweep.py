@@ -126,12 +126,12 @@ def test_bad_config_fails_before_any_trial(tmp_path: Path, capsys):
     assert "did you mean train.epochs" in capsys.readouterr().err
 
 
-def test_every_ablation_and_search_space_is_valid():
+def test_every_ablation_and_search_space_is_valid(synth_dataset: Path):
     from mgc.sweep import load_sweep
 
     names = []
     for n in range(6):
-        cfg, space = load_sweep(REPO / "ablations" / f"e{n}.yaml", [])
+        cfg, space = load_sweep(REPO / "ablations" / f"e{n}.yaml", [f"data.root={synth_dataset}"])
         assert space
         names.append(cfg.experiment.name)
         # Same split and evaluation for every row.
@@ -306,3 +306,27 @@ def test_time_spent_adds_up_across_interruptions(tmp_path: Path):
     record = json.loads((tmp_path / "mgc_sweep_seconds.json").read_text())
     assert len(record["parts"]) == 2
     assert record["seconds"] == pytest.approx(sum(p["seconds"] for p in record["parts"]))
+
+
+def test_missing_data_is_said_before_ray_starts(tmp_path: Path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mgc.sweep",
+            str(REPO / "ablations" / "e0.yaml"),
+            f"data.root={tmp_path / 'nowhere'}",
+            f"sweep.storage_path={tmp_path / 'rr'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert f"{tmp_path / 'nowhere'}: dataset folder not found" in line
+    assert "python -m mgc.data gtzan" in line and "MGC_DATA_ROOT" in line
+    assert "Ray" not in proc.stderr + proc.stdout and not (tmp_path / "rr").exists()

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from mgc.data.datasets import Track
 
@@ -160,6 +159,10 @@ def stratified_split(
         by_genre[t.genre].append(t.track_id)
     if not by_genre:
         raise SplitError("stratified split: no tracks to split")
+    # Imported here: scikit-learn costs most of a second, which commands that fail early on a
+    # missing folder should not pay first.
+    from sklearn.model_selection import train_test_split
+
     parts: dict[str, list[str]] = {part: [] for part in PARTS}
     small = []
     for genre in sorted(by_genre):
