@@ -16,7 +16,7 @@ LAYERS = {
     3: ["data.cache", "prepare"],
     4: ["data.loader", "data"],
     5: ["models", "bundle", "inference"],
-    6: ["metrics", "artifacts", "evaluate"],
+    6: ["metrics", "artifacts", "evaluate", "stats"],
     7: ["train", "sweep", "table", "predict", "export", "publish", "web", "bot", "budget"],
 }
 LAYER_OF = {f"mgc.{m}": layer for layer, mods in LAYERS.items() for m in mods}
