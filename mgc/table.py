@@ -9,9 +9,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from mgc.fsio import atomic_write
+from mgc.stats import Interval, bootstrap_interval, paired_difference
 
 COLUMNS = [
     "Experiment",
@@ -21,10 +23,14 @@ COLUMNS = [
     "Params",
     "Test Acc",
     "Macro-F1",
+    "Acc 95% CI",
+    "F1 95% CI",
+    "ΔF1 vs row above",
     "Split",
 ]
-# Params, Test Acc and Macro-F1 are numbers: right-aligned in Markdown and LaTeX alike.
-ALIGN = ["left", "left", "left", "left", "right", "right", "right", "left"]
+# The numbers are right-aligned in Markdown and LaTeX alike.
+ALIGN = ["left"] * 4 + ["right"] * 6 + ["left"]
+N_BOOT = 2000  # resamples per interval; seeded, so the tables rebuild byte for byte
 
 SEED_COLUMNS = [
     "seed",
@@ -39,7 +45,9 @@ SEED_COLUMNS = [
 
 NOTE = (
     "Test Acc and Macro-F1 in %, mean ± std over the final seeds, "
-    "track level (mean of chunk probabilities)."
+    "track level (mean of chunk probabilities). 95% CI: bootstrap over the test tracks, "
+    "stratified by genre, of the seed mean. ΔF1: macro-F1 minus the row above's (same split), "
+    "with its paired bootstrap interval; an interval that holds 0 is no evidence of a change."
 )
 CAPTION = (
     r"Ablation on GTZAN: test accuracy and macro-F1 (\%, mean $\pm$ std over seeds, track level)."
@@ -65,7 +73,34 @@ def _order(name: str) -> tuple:
     return (0, int(m.group(1)), m.group(2)) if m else (1, 0, name)
 
 
-def _row(s: dict[str, Any]) -> dict[str, str]:
+def seed_predictions(results_dir: Path, s: dict[str, Any]) -> tuple[list[str], np.ndarray, list]:
+    """(test track ids, true genre indices, predicted indices per seed) from the row's seed
+    folders' predictions.csv, tracks in one order; empty when a seed's file is missing."""
+    frames = []
+    for seed in s["seeds"]:
+        path = results_dir / s["experiment"] / f"seed_{seed}" / "predictions.csv"
+        if not path.is_file():
+            return [], np.zeros(0, np.int64), []
+        frames.append(pd.read_csv(path).sort_values("track", kind="stable"))
+    genres = [c[2:] for c in frames[0].columns if c.startswith("p_")]
+    code = {g: i for i, g in enumerate(genres)}
+    y = frames[0]["true_genre"].map(code).to_numpy()
+    preds = [f["predicted_genre"].map(code).to_numpy() for f in frames]
+    return frames[0]["track"].tolist(), y, preds
+
+
+def _ci(interval: Interval | None) -> str:
+    # "–" rather than "n/a", which pandas would read back as a missing value.
+    return "–" if interval is None else f"[{100 * interval.low:.1f}, {100 * interval.high:.1f}]"
+
+
+def _delta(interval: Interval | None) -> str:
+    if interval is None:
+        return "–"
+    return f"{100 * interval.value:+.1f} [{100 * interval.low:+.1f}, {100 * interval.high:+.1f}]"
+
+
+def _row(s: dict[str, Any], evidence: dict[str, Any]) -> dict[str, str]:
     n = len(s["seeds"])
     return {
         "Experiment": s["experiment"],
@@ -75,15 +110,32 @@ def _row(s: dict[str, Any]) -> dict[str, str]:
         "Params": f"{s['params']:,}",
         "Test Acc": _pm(s, "test_track_accuracy"),
         "Macro-F1": _pm(s, "test_track_macro_f1"),
+        "Acc 95% CI": _ci(evidence.get("accuracy")),
+        "F1 95% CI": _ci(evidence.get("macro_f1")),
+        "ΔF1 vs row above": _delta(evidence.get("delta_f1")),
         "Split": f"{s['split']} (track level, {n} seed{'' if n == 1 else 's'})",
     }
 
 
 def collect(results_dir: str | Path) -> pd.DataFrame:
     """One row of formatted cells per results/<experiment>/summary.json, in E0, E1, … order."""
-    summaries = [json.loads(p.read_text()) for p in Path(results_dir).glob("*/summary.json")]
+    results_dir = Path(results_dir)
+    summaries = [json.loads(p.read_text()) for p in results_dir.glob("*/summary.json")]
     summaries.sort(key=lambda s: _order(s["experiment"]))
-    return pd.DataFrame([_row(s) for s in summaries], columns=COLUMNS)
+    rows, above = [], None
+    for s in summaries:
+        tracks, y, preds = seed_predictions(results_dir, s)
+        evidence: dict[str, Any] = {}
+        if preds:
+            n = int(max(y.max(), *(p.max() for p in preds))) + 1
+            for metric in ("accuracy", "macro_f1"):
+                evidence[metric] = bootstrap_interval(y, preds, metric, n, N_BOOT)
+            # The row above is compared only on the very same test tracks.
+            if above is not None and above[0] == (s["split"], tracks):
+                evidence["delta_f1"] = paired_difference(y, above[1], preds, "macro_f1", n, N_BOOT)
+            above = ((s["split"], tracks), preds)
+        rows.append(_row(s, evidence))
+    return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def to_markdown(table: pd.DataFrame) -> str:
@@ -98,7 +150,7 @@ def to_latex(table: pd.DataFrame) -> str:
     styler = (
         table.style.hide(axis="index")
         .format(lambda s: s.replace("±", r"$\pm$"), escape="latex")
-        .format_index(escape="latex", axis=1)
+        .format_index(lambda s: s.replace("Δ", r"$\Delta$"), escape="latex", axis=1)
     )
     return styler.to_latex(
         column_format="".join(a[0] for a in ALIGN),

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -81,15 +82,19 @@ def test_write_tables(results: Path) -> None:
     assert [c.strip() for c in md[0].strip("|").split("|")] == COLUMNS
     cells = [c.strip() for c in md[3].strip("|").split("|")]
     assert cells[0] == "E10" and cells[4:7] == ["1,234,567", "81.2 ± 4.6", "79.0 ± 5.1"]
+    assert cells[7:10] == ["–", "–", "–"]  # no seed predictions in this fixture: no intervals
     assert md[-1].startswith("Test Acc and Macro-F1 in %, mean ± std over the final seeds")
 
     tex = paths["tex"].read_text(encoding="utf-8")
     for needle in (r"\toprule", r"\midrule", r"\bottomrule", r"\caption{", r"\label{tab:ablation}"):
         assert tex.count(needle) == 1, needle
     assert tex.index(r"\toprule") < tex.index(r"\midrule") < tex.index(r"\bottomrule")
-    assert r"\begin{tabular}{llllrrrl}" in tex
-    assert r"E10 & cnn4 & SpecAugment & Adam & 1,234,567 & 81.2 $\pm$ 4.6 & 79.0 $\pm$ 5.1" in tex
-    assert r"baseline\_lr & cnn4 & none & SGD \& 10\% warm-up \#1 & 1,234,567 & 50.0 & 40.0" in tex
+    assert r"\begin{tabular}{llllrrrrrrl}" in tex
+    assert r"$\Delta$F1 vs row above" in tex and "Δ" not in tex
+    assert r"E10 & cnn4 & SpecAugment & Adam & 1,234,567 & 81.2 $\pm$ 4.6 & 79.0 $\pm$ 5.1 &" in tex
+    assert (
+        r"baseline\_lr & cnn4 & none & SGD \& 10\% warm-up \#1 & 1,234,567 & 50.0 & 40.0 &" in tex
+    )
     assert "±" not in tex
 
 
@@ -161,3 +166,48 @@ def test_python_m_exit_code_for_missing_folder(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stdout == ""
     assert proc.stderr.splitlines() == [f"error: {tmp_path / 'nope'}: results folder not found"]
+
+
+def test_intervals_and_row_differences_from_the_seed_predictions(tmp_path: Path) -> None:
+    """Two rows on the same 40 test tracks; E1's seeds are right far more often than E0's."""
+    rng = np.random.default_rng(0)
+    genres = ["blues", "jazz", "metal", "pop"]
+    tracks = [f"{g}/{g}.{i:05d}" for g in genres for i in range(10)]
+    truth = [t.split("/")[0] for t in tracks]
+    for name, accuracy in (("E0", 0.5), ("E1", 0.95)):
+        summary = {
+            "experiment": name,
+            "model": "cnn4",
+            "augmentation": "none",
+            "strategy": "Adam",
+            "params": 10,
+            "split": "stratified",
+            "seeds": [0, 1],
+            "test_track_accuracy_mean": accuracy,
+            "test_track_accuracy_std": 0.01,
+            "test_track_macro_f1_mean": accuracy,
+            "test_track_macro_f1_std": 0.01,
+        }
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.json").write_text(json.dumps(summary))
+        for seed in (0, 1):
+            right = rng.random(len(tracks)) < accuracy
+            pred = [
+                t if r else genres[(genres.index(t) + 1) % 4]
+                for t, r in zip(truth, right, strict=True)
+            ]
+            frame = pd.DataFrame({"track": tracks, "true_genre": truth, "predicted_genre": pred})
+            for g in genres:
+                frame[f"p_{g}"] = [float(p == g) for p in pred]
+            (tmp_path / name / f"seed_{seed}").mkdir()
+            frame.to_csv(tmp_path / name / f"seed_{seed}" / "predictions.csv", index=False)
+    table = collect(tmp_path)
+    e0, e1 = table.to_dict("records")
+    assert e0["ΔF1 vs row above"] == "–"
+    low, high = (float(x) for x in e1["Acc 95% CI"].strip("[]").split(","))
+    assert low < high <= 100.0
+    delta = e1["ΔF1 vs row above"]
+    value, interval = delta.split(" ", 1)
+    d_low, d_high = (float(x) for x in interval.strip("[]").split(","))
+    assert float(value) > 0 and d_low > 0  # a real improvement: the interval excludes 0
+    assert collect(tmp_path).equals(table)  # seeded resamples: the table rebuilds identically
