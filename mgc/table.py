@@ -26,10 +26,12 @@ COLUMNS = [
     "Acc 95% CI",
     "F1 95% CI",
     "ΔF1 vs row above",
+    "Trial-epochs run / grid",
+    "Wall h (CPU h)",
     "Split",
 ]
 # The numbers are right-aligned in Markdown and LaTeX alike.
-ALIGN = ["left"] * 4 + ["right"] * 6 + ["left"]
+ALIGN = ["left"] * 4 + ["right"] * 8 + ["left"]
 N_BOOT = 2000  # resamples per interval; seeded, so the tables rebuild byte for byte
 
 SEED_COLUMNS = [
@@ -47,7 +49,9 @@ NOTE = (
     "Test Acc and Macro-F1 in %, mean ± std over the final seeds, "
     "track level (mean of chunk probabilities). 95% CI: bootstrap over the test tracks, "
     "stratified by genre, of the seed mean. ΔF1: macro-F1 minus the row above's (same split), "
-    "with its paired bootstrap interval; an interval that holds 0 is no evidence of a change."
+    "with its paired bootstrap interval; an interval that holds 0 is no evidence of a change. "
+    "Trial-epochs: epochs run by all trials of the search (ASHA stops weak ones) against every "
+    "trial run to the end; hours: the whole sweep with its final seeds."
 )
 CAPTION = (
     r"Ablation on GTZAN: test accuracy and macro-F1 (\%, mean $\pm$ std over seeds, track level)."
@@ -100,6 +104,20 @@ def _delta(interval: Interval | None) -> str:
     return f"{100 * interval.value:+.1f} [{100 * interval.low:+.1f}, {100 * interval.high:+.1f}]"
 
 
+def _cost(s: dict[str, Any]) -> dict[str, str]:
+    """What the row cost: trial-epochs ASHA let run against every trial run to the end, and the
+    sweep's wall and CPU hours (all its parts, across --resume). "–" for rows made before these
+    were recorded."""
+    budget = s.get("budget")
+    spent = (
+        f"{s['trial_epochs_run']} / {budget['grid_trial_epochs']}"
+        if budget and "trial_epochs_run" in s
+        else "–"
+    )
+    hours = f"{s['sweep_seconds'] / 3600:.2f} ({s['cpu_hours']:.2f})" if "cpu_hours" in s else "–"
+    return {"Trial-epochs run / grid": spent, "Wall h (CPU h)": hours}
+
+
 def _row(s: dict[str, Any], evidence: dict[str, Any]) -> dict[str, str]:
     n = len(s["seeds"])
     return {
@@ -113,6 +131,7 @@ def _row(s: dict[str, Any], evidence: dict[str, Any]) -> dict[str, str]:
         "Acc 95% CI": _ci(evidence.get("accuracy")),
         "F1 95% CI": _ci(evidence.get("macro_f1")),
         "ΔF1 vs row above": _delta(evidence.get("delta_f1")),
+        **_cost(s),
         "Split": f"{s['split']} (track level, {n} seed{'' if n == 1 else 's'})",
     }
 

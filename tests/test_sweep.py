@@ -94,6 +94,8 @@ def test_sweep_end_to_end_fills_the_table(
     f1 = sum(m["test"]["track_macro_f1"] for m in seeds) / 2
     assert row["Macro-F1"].startswith(f"{100 * f1:.1f} ±")
     assert row["Params"] == f"{seeds[0]['params']:,}"
+    assert row["Trial-epochs run / grid"] == "2 / 2" and row["Wall h (CPU h)"] != "–"
+    assert row["Acc 95% CI"].startswith("[") and row["ΔF1 vs row above"] == "–"
     for name in (
         "best_config.yaml",
         "seeds.csv",

@@ -83,13 +83,14 @@ def test_write_tables(results: Path) -> None:
     cells = [c.strip() for c in md[3].strip("|").split("|")]
     assert cells[0] == "E10" and cells[4:7] == ["1,234,567", "81.2 ± 4.6", "79.0 ± 5.1"]
     assert cells[7:10] == ["–", "–", "–"]  # no seed predictions in this fixture: no intervals
+    assert cells[10:12] == ["–", "–"]  # nor a budget: rows made before it was recorded
     assert md[-1].startswith("Test Acc and Macro-F1 in %, mean ± std over the final seeds")
 
     tex = paths["tex"].read_text(encoding="utf-8")
     for needle in (r"\toprule", r"\midrule", r"\bottomrule", r"\caption{", r"\label{tab:ablation}"):
         assert tex.count(needle) == 1, needle
     assert tex.index(r"\toprule") < tex.index(r"\midrule") < tex.index(r"\bottomrule")
-    assert r"\begin{tabular}{llllrrrrrrl}" in tex
+    assert r"\begin{tabular}{llllrrrrrrrrl}" in tex
     assert r"$\Delta$F1 vs row above" in tex and "Δ" not in tex
     assert r"E10 & cnn4 & SpecAugment & Adam & 1,234,567 & 81.2 $\pm$ 4.6 & 79.0 $\pm$ 5.1 &" in tex
     assert (
@@ -187,6 +188,10 @@ def test_intervals_and_row_differences_from_the_seed_predictions(tmp_path: Path)
             "test_track_accuracy_std": 0.01,
             "test_track_macro_f1_mean": accuracy,
             "test_track_macro_f1_std": 0.01,
+            "budget": {"grid_trial_epochs": 240},
+            "trial_epochs_run": 75,
+            "sweep_seconds": 5400.0,
+            "cpu_hours": 3.0,
         }
         (tmp_path / name).mkdir()
         (tmp_path / name / "summary.json").write_text(json.dumps(summary))
@@ -204,6 +209,7 @@ def test_intervals_and_row_differences_from_the_seed_predictions(tmp_path: Path)
     table = collect(tmp_path)
     e0, e1 = table.to_dict("records")
     assert e0["ΔF1 vs row above"] == "–"
+    assert e0["Trial-epochs run / grid"] == "75 / 240" and e0["Wall h (CPU h)"] == "1.50 (3.00)"
     low, high = (float(x) for x in e1["Acc 95% CI"].strip("[]").split(","))
     assert low < high <= 100.0
     delta = e1["ΔF1 vs row above"]
