@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from collections.abc import Callable
 
 from mgc.audio import AudioError
@@ -23,9 +25,16 @@ def config_and_overrides(config: str | None, overrides: list[str]) -> tuple[str 
     return config, list(overrides)
 
 
+def _stop_as_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM (a scheduler, `kill`) stops the way Ctrl-C does
+
+
 def run_command(body: Callable[[], int], on_interrupt: str | Callable[[], str] = "") -> int:
-    """Run a command's body: user errors → `error: …` on stderr and status 2; Ctrl-C → the
-    way to continue (when there is one) and status 130."""
+    """Run a command's body: user errors → `error: …` on stderr and status 2; Ctrl-C or SIGTERM
+    → the way to continue (when there is one) and status 130. Checkpoints and caches are written
+    atomically, so a stop leaves nothing half-written where a later run would read it."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _stop_as_interrupt)
     try:
         return body()
     except USER_ERRORS as exc:

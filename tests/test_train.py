@@ -161,3 +161,60 @@ def test_cli_train_then_evaluate_on_another_split(synth_dataset: Path, tmp_path:
     assert (tmp_path / "run" / "eval-custom-test" / "predictions.csv").is_file()
     assert evaluate_main([str(tmp_path / "nowhere")]) == 2
     assert "not a run folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_cli_stopped_by_a_signal_says_how_to_resume_and_resumes(
+    synth_dataset: Path, tmp_path: Path, sig: str
+):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run_dir = tmp_path / "run"
+    args = [
+        sys.executable,
+        "-m",
+        "mgc.train",
+        f"data.root={synth_dataset}",
+        f"cache.dir={tmp_path / 'cache'}",
+        "chunks.window_s=1.0",
+        "model.width=8",
+        "train.epochs=200",
+        "train.threads=1",
+        "--run-dir",
+        str(run_dir),
+    ]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    last = run_dir / "checkpoints" / "last.pt"
+    deadline = time.monotonic() + 300
+    while not last.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert last.exists(), proc.stderr.read() if proc.poll() is not None else "no checkpoint"
+    proc.send_signal(getattr(signal, sig))
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err
+    assert f"interrupted: resume with  python -m mgc.train --resume {run_dir}" in err
+    # Nothing half-written: the checkpoint loads, the log has whole rows only.
+    state = torch.load(last, weights_only=False)
+    epochs_done = state["progress"]["epoch"]
+    rows = log_rows(run_dir)
+    assert epochs_done >= 1 and len(rows) >= epochs_done
+    assert not list(run_dir.rglob("*.tmp*"))
+    # And it resumes from there (fewer epochs now, so the test ends).
+    resumed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mgc.train",
+            "--resume",
+            str(run_dir),
+            f"train.epochs={epochs_done + 1}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert [int(r["epoch"]) for r in log_rows(run_dir)] == list(range(1, epochs_done + 2))
