@@ -124,6 +124,9 @@ def predict_one(predictor: Predictor, path: Path, model_id: str, opts: Options) 
         return {**row, "error": exc.reason}
     except MemoryError:
         return {**row, "error": "out of memory"}
+    except Exception as exc:  # whatever else one file trips on, the others still get their turn
+        log.debug("%s", path, exc_info=True)
+        return {**row, "error": f"{type(exc).__name__}: {exc}".splitlines()[0]}
     row["duration_s"] = round(pred.duration_s, 3)
     if pred.padded:
         window = predictor.frontend.seconds(predictor.frontend.windowing.window)

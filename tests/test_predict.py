@@ -258,3 +258,26 @@ def test_ray_maps_the_same_function_over_a_folder(ray_local, trained_run, librar
         if "probabilities" in a:
             for g in GENRES:
                 assert a["probabilities"][g] == pytest.approx(b["probabilities"][g], abs=1e-4)
+
+
+def test_an_unexpected_failure_on_one_file_does_not_stop_the_batch(
+    trained_run, tmp_path, monkeypatch, capsys
+):
+    import mgc.predict as predict_module
+
+    run_dir, _ = trained_run
+    write_audio(tmp_path / "a.wav", tone(220, 2.0))
+    write_audio(tmp_path / "b.wav", tone(880, 2.0))
+    real = predict_module.Predictor.predict_file
+
+    def flaky(self, path):
+        if Path(path).name == "a.wav":
+            raise RuntimeError("kernel said no\nsecond line")
+        return real(self, path)
+
+    monkeypatch.setattr(predict_module.Predictor, "predict_file", flaky)
+    assert main([str(tmp_path), "--model", str(run_dir), "--format", "json"]) == 1
+    out = capsys.readouterr()
+    rows = {Path(r["file"]).name: r for r in json.loads(out.out)}
+    assert rows["a.wav"]["error"] == "RuntimeError: kernel said no"
+    assert "top_k" in rows["b.wav"] and "Traceback" not in out.err
