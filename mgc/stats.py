@@ -9,7 +9,7 @@ inside each resample: the interval is for the row's mean over seeds, as the tabl
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,6 +62,22 @@ def _row_scores(
     return np.mean([_scores(y[idx], np.asarray(p)[idx], n_classes, metric) for p in preds], axis=0)
 
 
+def _interval(
+    y: np.ndarray,
+    statistic: Callable[[np.ndarray], np.ndarray],
+    n_boot: int,
+    level: float,
+    seed: int,
+) -> Interval:
+    """`statistic` (scores of (B, n) track-index rows) on the tracks as they are, and its
+    percentile interval over `n_boot` stratified resamples."""
+    whole = np.arange(y.size)[None, :]
+    scores = statistic(np.concatenate([whole, stratified_resamples(y, n_boot, seed)]))
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(scores[1:], [tail, 100 - tail])
+    return Interval(float(scores[0]), float(low), float(high))
+
+
 def bootstrap_interval(
     y_true: np.ndarray,
     seed_preds: Sequence[np.ndarray],
@@ -73,11 +89,9 @@ def bootstrap_interval(
 ) -> Interval:
     """Percentile interval of a row's seed-mean `metric` over stratified track resamples."""
     y = np.asarray(y_true)
-    whole = _row_scores(y, seed_preds, np.arange(y.size)[None, :], n_classes, metric)[0]
-    scores = _row_scores(y, seed_preds, stratified_resamples(y, n_boot, seed), n_classes, metric)
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(scores, [tail, 100 - tail])
-    return Interval(float(whole), float(low), float(high))
+    return _interval(
+        y, lambda idx: _row_scores(y, seed_preds, idx, n_classes, metric), n_boot, level, seed
+    )
 
 
 def paired_difference(
@@ -93,15 +107,10 @@ def paired_difference(
     """Interval of (row b − row a) on the same test tracks: both rows are scored on the same
     resamples, so what the tracks have in common cancels and only the rows' difference stays."""
     y = np.asarray(y_true)
-    idx = stratified_resamples(y, n_boot, seed)
-    whole = np.arange(y.size)[None, :]
-    value = (
-        _row_scores(y, preds_b, whole, n_classes, metric)
-        - _row_scores(y, preds_a, whole, n_classes, metric)
-    )[0]
-    diffs = _row_scores(y, preds_b, idx, n_classes, metric) - _row_scores(
-        y, preds_a, idx, n_classes, metric
-    )
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(diffs, [tail, 100 - tail])
-    return Interval(float(value), float(low), float(high))
+
+    def difference(idx: np.ndarray) -> np.ndarray:
+        return _row_scores(y, preds_b, idx, n_classes, metric) - _row_scores(
+            y, preds_a, idx, n_classes, metric
+        )
+
+    return _interval(y, difference, n_boot, level, seed)
