@@ -4,6 +4,7 @@ first step, and the wall time a sweep spends across interruptions and resumes.""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -129,20 +130,38 @@ def time_training_step(cfg: Config, threads: int, steps: int = 3) -> float:
 
 
 @contextmanager
-def time_spent(folder: Path) -> Iterator[Callable[[], float]]:
-    """Record the wall time of the block in `folder/mgc_sweep_seconds.json`, also when it is
-    interrupted, so a resumed sweep reports the time of all its parts (a kill -9 loses only the
-    part it cut short). Yields a function giving the seconds of all parts so far."""
+def time_spent(folder: Path, every: float = 30.0) -> Iterator[Callable[[], float]]:
+    """Record the wall time of the block in `folder/mgc_sweep_seconds.json`, as one part per run,
+    so a resumed sweep reports the time of all its parts. The part is written when the block
+    starts, every `every` seconds while it runs (a kill -9 loses at most that much) and when it
+    ends, also by an interrupt. Yields a function giving the seconds of all parts so far."""
     path = folder / SPENT_FILE
     spent = json.loads(path.read_text()) if path.is_file() else {"seconds": 0.0, "parts": []}
     before, t0 = float(spent["seconds"]), time.time()
-    try:
-        yield lambda: before + time.time() - t0
-    finally:
-        spent["parts"].append({"started": t0, "seconds": time.time() - t0})
+    part = {"started": t0, "seconds": 0.0}
+    spent["parts"].append(part)
+
+    def write() -> None:
+        part["seconds"] = time.time() - t0
         spent["seconds"] = sum(p["seconds"] for p in spent["parts"])
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write(path, json.dumps(spent, indent=1) + "\n")
+
+    done = threading.Event()
+
+    def beat() -> None:
+        while not done.wait(every):
+            write()
+
+    write()
+    thread = threading.Thread(target=beat, name="mgc-time-spent", daemon=True)
+    thread.start()
+    try:
+        yield lambda: before + time.time() - t0
+    finally:
+        done.set()
+        thread.join()
+        write()
 
 
 def seconds_spent(folder: Path) -> float:

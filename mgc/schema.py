@@ -19,6 +19,9 @@ class DataConfig:
     train_fraction: float = 1.0  # of the training tracks (E5 data scale), stratified, seeded
     fraction: float = 1.0  # of every part's tracks (smoke runs), stratified, seeded
     extra_train_roots: list[str] = field(default_factory=list)  # added to training only (E5)
+    # A missing or empty `root` is filled with GTZAN from the internet (mgc.data.gtzan.ensure_dataset); false:
+    # stop with the command that lays out a local copy instead.
+    download: bool = True
 
 
 @dataclass

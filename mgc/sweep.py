@@ -12,17 +12,19 @@ import dataclasses
 import gc
 import logging
 import os
+import shlex
 import shutil
 import statistics
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from mgc.cli import run_command
 from mgc.cluster import init_ray
 from mgc.config import Config, ConfigError, load_config, save_config, with_params
 from mgc.data.datasets import DatasetError, discover
+from mgc.data.gtzan import ensure_dataset
+from mgc.data.splits import resolve_split
+from mgc.search_space import read_search_space
 
 # torch, pandas and matplotlib come in with the modules that need them (inside the functions
 # below), so that a bad config or a missing dataset is reported in well under two seconds,
@@ -32,30 +34,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DISTRIBUTIONS = ("loguniform", "uniform", "randint", "quniform", "choice")
-
 
 # ---------------------------------------------------------------------------------------------
 # Search spaces
-
-
-def read_search_space(path: str | Path) -> dict[str, dict[str, list]]:
-    """YAML `config.key: {distribution: args}` → the same mapping, checked."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: search space file not found")
-    raw = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: top level must map config keys to distributions")
-    for key, spec in raw.items():
-        if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in DISTRIBUTIONS:
-            raise ConfigError(
-                f"{path}: {key}: expected one of {{{', '.join(DISTRIBUTIONS)}: [...]}}"
-            )
-        kind, args = next(iter(spec.items()))
-        if not isinstance(args, list) or not args:
-            raise ConfigError(f"{path}: {key}: {kind} needs a list of arguments")
-    return raw
 
 
 def to_tune_space(space: dict[str, dict[str, list]]) -> dict[str, Any]:
@@ -108,22 +89,36 @@ def resolve_relative(path: str, ablation: Path | None) -> Path:
 # Trials: each is `fit` with the trial's sampled values put into the one sweep config
 
 
+TRIAL_LOG = "train_log.csv"
+
+
 def _trial(params: dict[str, Any], cfg: Config) -> None:
-    """One Tune trial: `fit` with this trial's parameters, one report per epoch."""
+    """One Tune trial: `fit` with this trial's parameters, one report per epoch.
+
+    Each checkpoint carries the trial's train_log.csv, so a trial restored on another worker or
+    after --resume gets its earlier epochs' rows back with its weights (its working folder starts
+    empty there). Once the trial ends, the working copy of its checkpoints goes: Tune keeps the
+    last checkpoint, which is all a resume needs, and the table reads only the trial's metrics."""
     from ray import tune
 
     from mgc.train import fit
 
     run_dir = Path(tune.get_context().get_trial_dir()) / "run"
+    ckpt_dir = run_dir / "checkpoints"
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:  # a retried or resumed trial continues where it stopped
         with checkpoint.as_directory() as src:
-            shutil.copytree(src, run_dir / "checkpoints", dirs_exist_ok=True)
+            shutil.copytree(src, ckpt_dir, dirs_exist_ok=True)
+        if (ckpt_dir / TRIAL_LOG).exists():
+            shutil.copy2(ckpt_dir / TRIAL_LOG, run_dir / TRIAL_LOG)
 
-    def report(metrics: dict[str, Any], ckpt_dir: Path) -> None:
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(ckpt_dir)))
+    def report(metrics: dict[str, Any], ckpt: Path) -> None:
+        if (run_dir / TRIAL_LOG).exists():
+            shutil.copy2(run_dir / TRIAL_LOG, ckpt / TRIAL_LOG)
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(ckpt)))
 
     fit(with_params(cfg, params), report=report, run_dir=run_dir, resume=True, final_eval=False)
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
 
 
 def _ddp_worker(loop_config: dict[str, Any]) -> None:
@@ -182,7 +177,10 @@ def _ddp_trial(params: dict[str, Any], cfg: Config) -> None:
 def _final_run(cfg: Config, params: dict[str, Any], seed: int, run_dir: str) -> dict[str, Any]:
     from mgc.train import fit
 
-    return fit(with_params(cfg, {**params, "train.seed": seed}), run_dir=run_dir).metrics
+    # resume=True: a seed stopped mid-run (Ctrl-C, a crash) goes on from its last epoch.
+    return fit(
+        with_params(cfg, {**params, "train.seed": seed}), run_dir=run_dir, resume=True
+    ).metrics
 
 
 # ---------------------------------------------------------------------------------------------
@@ -202,12 +200,14 @@ def load_sweep(
 ) -> tuple[Config, dict[str, dict[str, list]]]:
     """The sweep's config and search space, checked before anything starts. Trials run in their
     own working folders, so local paths become absolute; torch in a trial gets as many threads
-    as the trial has CPUs, so trials never oversubscribe."""
+    as the trial has CPUs, so trials never oversubscribe. No search space (`sweep.search_space:
+    null`, e.g. M1's logistic regression) means no search: the configuration as it stands goes
+    straight to the final seeds, and the row records no trials."""
     ablation = Path(ablation)
     cfg = load_config(ablation, overrides)
-    if cfg.sweep.search_space is None:
-        raise ConfigError("sweep.search_space is not set")
-    space = read_search_space(resolve_relative(cfg.sweep.search_space, ablation))
+    space: dict[str, dict[str, list]] = {}
+    if cfg.sweep.search_space is not None:
+        space = read_search_space(resolve_relative(cfg.sweep.search_space, ablation))
     check_space(cfg, space)
     check_data(cfg)
     fixed: dict[str, Any] = {
@@ -215,16 +215,24 @@ def load_sweep(
         "data.root": str(Path(cfg.data.root).resolve()),
         "data.extra_train_roots": [str(Path(p).resolve()) for p in cfg.data.extra_train_roots],
     }
+    if not space:
+        fixed["sweep.num_samples"] = 0  # so the budget and the table count no trials
     if "://" not in cfg.cache.dir:
         fixed["cache.dir"] = str(Path(cfg.cache.dir).resolve())
     return with_params(cfg, fixed), space
 
 
 def check_data(cfg: Config) -> None:
-    """The dataset folders exist and hold audio, said at once rather than after Ray starts."""
+    """The dataset folders exist and hold audio, and the split names tracks that are there: said
+    at once rather than after Ray starts. A missing or empty data.root is first filled with
+    GTZAN from its mirrors (never an existing folder, never extra_train_roots); offline that
+    stops here with one line and the way out."""
+    ensure_dataset(Path(cfg.data.root), allow_download=cfg.data.download)
     for root in (cfg.data.root, *cfg.data.extra_train_roots):
         try:
-            discover(root)
+            tracks = discover(root)
+            if root == cfg.data.root:
+                resolve_split(cfg.data.split, tracks, cfg.data.split_seed)
         except DatasetError as exc:
             raise DatasetError(
                 f"{exc}; put GTZAN there with `python -m mgc.data gtzan --source "
@@ -264,15 +272,20 @@ def prepare_features(cfg: Config) -> Budget:
     return budget
 
 
-def wandb_callbacks(cfg: Config) -> list:
-    if not cfg.sweep.wandb.enabled or cfg.sweep.wandb.mode == "disabled":
-        os.environ["WANDB_MODE"] = "disabled"
-        return []
-    mode = cfg.sweep.wandb.mode
+def wandb_mode(cfg: Config) -> str:
+    """This sweep's W&B mode, also set as WANDB_MODE for the processes it starts."""
+    mode = cfg.sweep.wandb.mode if cfg.sweep.wandb.enabled else "disabled"
     if mode == "online" and not os.environ.get("WANDB_API_KEY"):
         log.warning("W&B: no WANDB_API_KEY, logging offline (upload later with `wandb sync`)")
         mode = "offline"
     os.environ["WANDB_MODE"] = mode
+    return mode
+
+
+def wandb_callbacks(cfg: Config) -> list:
+    mode = wandb_mode(cfg)
+    if mode == "disabled":
+        return []
     from ray.air.integrations.wandb import WandbLoggerCallback
 
     return [
@@ -344,24 +357,43 @@ def make_tuner(cfg: Config, space: dict[str, dict[str, list]], resume: bool, cal
 
 
 def run_trials(cfg: Config, space: dict[str, dict[str, list]], resume: bool):
-    """The search; returns Tune's ResultGrid once every trial has ended."""
+    """The search; returns Tune's ResultGrid once every trial has ended. Ctrl-C or SIGTERM make
+    Tune save its state and return early: that becomes a KeyboardInterrupt here (the CLI says how
+    to continue), never a table made from half a search."""
+    import signal
+
     callbacks = wandb_callbacks(cfg)
     tuner = make_tuner(cfg, space, resume, callbacks)
-    grid = tuner.fit()
+    # Tune saves the experiment and stops cleanly on SIGINT only; SIGTERM goes the same way.
+    previous = signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+    try:
+        grid = tuner.fit()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     # Ray's W&B callback cleans up in __del__, which fails at interpreter exit once Ray's module
     # is gone; let it run now, while Ray is up.
     del tuner
     callbacks.clear()
     gc.collect()
+    unfinished = [t for t in grid._experiment_analysis.trials if t.status not in ENDED]
+    if unfinished or len(grid) < cfg.sweep.num_samples:
+        raise KeyboardInterrupt(f"{len(unfinished)} trial(s) unfinished")
     if not any(r.error is None and r.metrics for r in grid):
         first = next((r.error for r in grid if r.error is not None), "no trial reported")
         raise RuntimeError(f"every trial failed; first error: {str(first).splitlines()[-1]}")
     return grid
 
 
-def final_seeds(cfg: Config, params: dict[str, Any], out: Path) -> list[dict[str, Any]]:
+ENDED = ("TERMINATED", "ERROR")
+
+
+def final_seeds(
+    cfg: Config, params: dict[str, Any], out: Path, resume: bool = False
+) -> list[dict[str, Any]]:
     """The chosen configuration trained with every final seed and tested once, as Ray tasks
-    with a trial's resources, in parallel where they fit."""
+    with a trial's resources, in parallel where they fit. With `resume`, a seed's run folder
+    left by an interrupted sweep continues from its last checkpoint; otherwise an old folder
+    is kept aside, never overwritten in place."""
     import ray
 
     res = cfg.sweep.resources
@@ -370,7 +402,7 @@ def final_seeds(cfg: Config, params: dict[str, Any], out: Path) -> list[dict[str
     )(_final_run)
     dirs = {seed: out / f"seed_{seed}" for seed in cfg.sweep.final_seeds}
     for d in dirs.values():
-        if d.exists():  # a run folder is never overwritten in place: keep the old one aside
+        if d.exists() and not resume:
             d.rename(d.with_name(f"{d.name}.old-{int(d.stat().st_mtime)}"))
     metrics = ray.get(
         [task.remote(cfg, params, seed, str(d.resolve())) for seed, d in dirs.items()]
@@ -445,16 +477,21 @@ def write_row(
         {
             "trial": Path(r.path).name,
             **{k: r.config.get(k) for k in space},
-            "val_macro_f1": r.metrics.get(cfg.sweep.metric),
-            "epochs": r.metrics.get("training_iteration"),
+            "val_macro_f1": (r.metrics or {}).get(cfg.sweep.metric),
+            "epochs": (r.metrics or {}).get("training_iteration", 0),
+            **({"error": _last_line(r.error)} if r.error is not None else {}),
         }
         for r in grid
-        if r.error is None and r.metrics
     ]
     write_json(out / "summary.json", summary)
     write_seed_csv(out / "seeds.csv", seeds)
     wandb_table(cfg, write_tables(cfg.sweep.results_dir))
     return summary
+
+
+def _last_line(error: BaseException) -> str:
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    return lines[-1].strip() if lines else type(error).__name__
 
 
 def run_sweep(
@@ -469,14 +506,19 @@ def run_sweep(
     with time_spent(exp_dir) as elapsed:
         init_ray(cfg.sweep.ray_address, cfg.sweep.num_cpus)
         budget = prepare_features(cfg)
-        grid = run_trials(cfg, space, resume)
-        best = grid.get_best_result(metric=cfg.sweep.metric, mode=cfg.sweep.mode, scope="all")
-        best_params = {k: best.config[k] for k in space}
-        log.info("best trial %s: %s", best.path, best_params)
+        grid, best_params = [], {}
+        if space:
+            grid = run_trials(cfg, space, resume)
+            best = grid.get_best_result(metric=cfg.sweep.metric, mode=cfg.sweep.mode, scope="all")
+            best_params = {k: best.config[k] for k in space}
+            log.info("best trial %s: %s", best.path, best_params)
+        else:
+            wandb_mode(cfg)  # no trials: the results table alone goes to W&B
+            log.info("no search space: the configuration as it is, with the final seeds")
         out = Path(cfg.sweep.results_dir) / cfg.experiment.name
         out.mkdir(parents=True, exist_ok=True)
         save_config(with_params(cfg, best_params), out / "best_config.yaml")
-        seeds = final_seeds(cfg, best_params, out)
+        seeds = final_seeds(cfg, best_params, out, resume)
         summary = write_row(cfg, space, grid, best_params, seeds, elapsed(), budget)
     return SweepResult(out, best_params, seeds, summary)
 
@@ -531,7 +573,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
 
-    return run_command(sweep, f"continue with  python -m mgc.sweep {args.ablation} --resume")
+    again = shlex.join(
+        ["python", "-m", "mgc.sweep", args.ablation, *args.overrides, "--resume"]
+        + (["--no-wandb"] if args.no_wandb else [])
+    )
+    return run_command(sweep, f"continue with  {again}")
 
 
 if __name__ == "__main__":

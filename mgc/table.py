@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import json
-import re
 import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from mgc.fsio import atomic_write
+from mgc.rows import is_reference, read_summaries, seed_predictions
 from mgc.stats import Interval, bootstrap_interval, paired_difference
 
 COLUMNS = [
@@ -25,7 +23,7 @@ COLUMNS = [
     "Macro-F1",
     "Acc 95% CI",
     "F1 95% CI",
-    "ΔF1 vs row above",
+    "ΔF1 [95% CI] vs",
     "Trial-epochs run / grid",
     "Wall h (CPU h)",
     "Split",
@@ -48,7 +46,8 @@ SEED_COLUMNS = [
 NOTE = (
     "Test Acc and Macro-F1 in %, mean ± std over the final seeds, "
     "track level (mean of chunk probabilities). 95% CI: bootstrap over the test tracks, "
-    "stratified by genre, of the seed mean. ΔF1: macro-F1 minus the row above's (same split), "
+    "stratified by genre, of the seed mean. ΔF1: macro-F1 minus that of the row named (the "
+    "ablation row before, or E0 for the reference rows M1 and D7; same split, same test tracks), "
     "with its paired bootstrap interval; an interval that holds 0 is no evidence of a change. "
     "Trial-epochs: epochs run by all trials of the search (ASHA stops weak ones) against every "
     "trial run to the end; hours: the whole sweep with its final seeds."
@@ -71,37 +70,16 @@ def _pm(summary: dict[str, Any], key: str) -> str:
     return f"{mean} ± {100 * summary[f'{key}_std']:.1f}"
 
 
-def _order(name: str) -> tuple:
-    # E0, E1, …, E10 in numeric order; other rows after them, alphabetically.
-    m = re.fullmatch(r"E(\d+)(.*)", name)
-    return (0, int(m.group(1)), m.group(2)) if m else (1, 0, name)
-
-
-def seed_predictions(results_dir: Path, s: dict[str, Any]) -> tuple[list[str], np.ndarray, list]:
-    """(test track ids, true genre indices, predicted indices per seed) from the row's seed
-    folders' predictions.csv, tracks in one order; empty when a seed's file is missing."""
-    frames = []
-    for seed in s["seeds"]:
-        path = results_dir / s["experiment"] / f"seed_{seed}" / "predictions.csv"
-        if not path.is_file():
-            return [], np.zeros(0, np.int64), []
-        frames.append(pd.read_csv(path).sort_values("track", kind="stable"))
-    genres = [c[2:] for c in frames[0].columns if c.startswith("p_")]
-    code = {g: i for i, g in enumerate(genres)}
-    y = frames[0]["true_genre"].map(code).to_numpy()
-    preds = [f["predicted_genre"].map(code).to_numpy() for f in frames]
-    return frames[0]["track"].tolist(), y, preds
-
-
 def _ci(interval: Interval | None) -> str:
     # "–" rather than "n/a", which pandas would read back as a missing value.
     return "–" if interval is None else f"[{100 * interval.low:.1f}, {100 * interval.high:.1f}]"
 
 
-def _delta(interval: Interval | None) -> str:
+def _delta(interval: Interval | None, other: str | None) -> str:
     if interval is None:
         return "–"
-    return f"{100 * interval.value:+.1f} [{100 * interval.low:+.1f}, {100 * interval.high:+.1f}]"
+    value = f"{100 * interval.value:+.1f} [{100 * interval.low:+.1f}, {100 * interval.high:+.1f}]"
+    return f"{value} vs {other}"
 
 
 def _cost(s: dict[str, Any]) -> dict[str, str]:
@@ -114,6 +92,8 @@ def _cost(s: dict[str, Any]) -> dict[str, str]:
         if budget and "trial_epochs_run" in s
         else "–"
     )
+    if s.get("failed_trials"):  # trials that ended in an error after their retries
+        spent += f" ({s['failed_trials']} failed)"
     hours = f"{s['sweep_seconds'] / 3600:.2f} ({s['cpu_hours']:.2f})" if "cpu_hours" in s else "–"
     return {"Trial-epochs run / grid": spent, "Wall h (CPU h)": hours}
 
@@ -130,29 +110,40 @@ def _row(s: dict[str, Any], evidence: dict[str, Any]) -> dict[str, str]:
         "Macro-F1": _pm(s, "test_track_macro_f1"),
         "Acc 95% CI": _ci(evidence.get("accuracy")),
         "F1 95% CI": _ci(evidence.get("macro_f1")),
-        "ΔF1 vs row above": _delta(evidence.get("delta_f1")),
+        "ΔF1 [95% CI] vs": _delta(evidence.get("delta_f1"), evidence.get("delta_vs")),
         **_cost(s),
         "Split": f"{s['split']} (track level, {n} seed{'' if n == 1 else 's'})",
     }
 
 
+def _compared_with(s: dict[str, Any], done: list[tuple[dict[str, Any], Any]]):
+    """The row this row's ΔF1 is measured against: for an ablation row the ablation row before it
+    on the same split, for a reference row (M1, D7) that split's E0; None for the first."""
+    same_split = [(r, p) for r, p in done if r["split"] == s["split"] and not is_reference(r)]
+    if is_reference(s):
+        same_split = [(r, p) for r, p in same_split if str(r["experiment"]).startswith("E0")][:1]
+    return same_split[-1] if same_split else None
+
+
 def collect(results_dir: str | Path) -> pd.DataFrame:
-    """One row of formatted cells per results/<experiment>/summary.json, in E0, E1, … order."""
-    results_dir = Path(results_dir)
-    summaries = [json.loads(p.read_text()) for p in results_dir.glob("*/summary.json")]
-    summaries.sort(key=lambda s: _order(s["experiment"]))
-    rows, above = [], None
-    for s in summaries:
-        tracks, y, preds = seed_predictions(results_dir, s)
+    """One row of formatted cells per results/<row>/summary.json, in table order: split by
+    split, E0, the reference rows, then E1, E2, …"""
+    rows, done = [], []
+    for s in read_summaries(results_dir):
+        pred = seed_predictions(results_dir, s)
         evidence: dict[str, Any] = {}
-        if preds:
-            n = int(max(y.max(), *(p.max() for p in preds))) + 1
+        if pred is not None:
+            n = len(pred.genres)
             for metric in ("accuracy", "macro_f1"):
-                evidence[metric] = bootstrap_interval(y, preds, metric, n, N_BOOT)
-            # The row above is compared only on the very same test tracks.
-            if above is not None and above[0] == (s["split"], tracks):
-                evidence["delta_f1"] = paired_difference(y, above[1], preds, "macro_f1", n, N_BOOT)
-            above = ((s["split"], tracks), preds)
+                evidence[metric] = bootstrap_interval(pred.truth, pred.preds, metric, n, N_BOOT)
+            other = _compared_with(s, done)
+            # Compared only on the very same test tracks.
+            if other is not None and other[1] is not None and other[1].tracks == pred.tracks:
+                evidence["delta_f1"] = paired_difference(
+                    pred.truth, other[1].preds, pred.preds, "macro_f1", n, N_BOOT
+                )
+                evidence["delta_vs"] = other[0]["experiment"]
+        done.append((s, pred))
         rows.append(_row(s, evidence))
     return pd.DataFrame(rows, columns=COLUMNS)
 
@@ -213,6 +204,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--latex", action="store_true", help="also print the LaTeX table to paste into a paper"
     )
+    parser.add_argument(
+        "--figures",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also draw the paper figures (confusion, validation curves, searches; default: on)",
+    )
     args = parser.parse_args(argv)
     if not Path(args.results).is_dir():
         print(f"error: {args.results}: results folder not found", file=sys.stderr)
@@ -222,6 +219,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.latex:
         print(paths["tex"].read_text(encoding="utf-8"))
     print("wrote " + ", ".join(str(p) for p in paths.values()))
+    if args.figures:
+        from mgc.figures import write_figures  # matplotlib and Optuna only when drawing
+
+        try:
+            figures = write_figures(args.results)
+        except ValueError as exc:  # a row's file that cannot be read: the tables still stand
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        if figures:
+            print("wrote " + ", ".join(str(p) for p in figures))
     return 0
 
 

@@ -368,7 +368,7 @@ def fit(
         improved = progress.update(epoch, row[METRIC])
         if parallel.is_main:
             append_log(run_dir / "train_log.csv", row)
-            if improved:
+            if improved and final_eval:  # a sweep trial never tests, so keeps no best weights
                 with atomic_path(ckpt_dir / "best.pt") as tmp:
                     torch.save({"model": model.state_dict(), "epoch": epoch}, tmp)
             save_checkpoint(last_path, training, progress)

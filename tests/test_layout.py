@@ -10,14 +10,35 @@ PKG = Path(__file__).resolve().parents[1] / "mgc"
 # files → audio → features → cache → loader → model → metrics → results; a module may import
 # its own layer and the ones before it, never one after it. Layer 0 holds what every layer uses.
 LAYERS = {
-    0: ["schema", "config", "fsio", "net", "device", "cluster"],
-    1: ["audio", "data.datasets", "data.gtzan", "data.scan", "data.splits", "data.__main__", "cli"],
+    0: ["schema", "config", "search_space", "fsio", "net", "device", "cluster"],
+    1: [
+        "audio",
+        "data.datasets",
+        "data.gtzan",
+        "data.download",
+        "data.scan",
+        "data.splits",
+        "data.__main__",
+        "cli",
+    ],
     2: ["features", "frontend"],
     3: ["data.cache", "prepare"],
     4: ["data.loader", "data"],
     5: ["models", "bundle", "inference"],
-    6: ["metrics", "artifacts", "evaluate", "stats"],
-    7: ["train", "sweep", "table", "predict", "export", "publish", "web", "bot", "budget"],
+    6: ["metrics", "artifacts", "evaluate", "stats", "rows"],
+    7: [
+        "train",
+        "sweep",
+        "table",
+        "predict",
+        "export",
+        "publish",
+        "web",
+        "bot",
+        "budget",
+        "figures",
+        "tabular",
+    ],
 }
 LAYER_OF = {f"mgc.{m}": layer for layer, mods in LAYERS.items() for m in mods}
 LAYER_OF["mgc"] = 0

@@ -95,7 +95,7 @@ def test_sweep_end_to_end_fills_the_table(
     assert row["Macro-F1"].startswith(f"{100 * f1:.1f} ±")
     assert row["Params"] == f"{seeds[0]['params']:,}"
     assert row["Trial-epochs run / grid"] == "2 / 2" and row["Wall h (CPU h)"] != "–"
-    assert row["Acc 95% CI"].startswith("[") and row["ΔF1 vs row above"] == "–"
+    assert row["Acc 95% CI"].startswith("[") and row["ΔF1 [95% CI] vs"] == "–"
     for name in (
         "best_config.yaml",
         "seeds.csv",
@@ -310,6 +310,21 @@ def test_time_spent_adds_up_across_interruptions(tmp_path: Path):
     assert record["seconds"] == pytest.approx(sum(p["seconds"] for p in record["parts"]))
 
 
+def test_time_spent_is_on_disk_while_the_block_runs(tmp_path: Path):
+    """A kill -9 runs no `finally`: the running part must already be written."""
+    import time
+
+    from mgc.budget import SPENT_FILE, time_spent
+
+    with time_spent(tmp_path, every=0.05):
+        record = json.loads((tmp_path / SPENT_FILE).read_text())
+        assert len(record["parts"]) == 1  # written as the part starts
+        deadline = time.monotonic() + 60
+        while json.loads((tmp_path / SPENT_FILE).read_text())["seconds"] == 0.0:
+            assert time.monotonic() < deadline, "the running part was never updated"
+            time.sleep(0.05)
+
+
 def test_missing_data_is_said_before_ray_starts(tmp_path: Path):
     import subprocess
     import sys
@@ -321,6 +336,7 @@ def test_missing_data_is_said_before_ray_starts(tmp_path: Path):
             "mgc.sweep",
             str(REPO / "ablations" / "e0.yaml"),
             f"data.root={tmp_path / 'nowhere'}",
+            "data.download=false",  # a networked machine would fetch 1.2 GB here
             f"sweep.storage_path={tmp_path / 'rr'}",
         ],
         capture_output=True,
@@ -332,3 +348,46 @@ def test_missing_data_is_said_before_ray_starts(tmp_path: Path):
     assert f"{tmp_path / 'nowhere'}: dataset folder not found" in line
     assert "python -m mgc.data gtzan" in line and "MGC_DATA_ROOT" in line
     assert "Ray" not in proc.stderr + proc.stdout and not (tmp_path / "rr").exists()
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("train.lr: {loguniform: [1.0e-3, 1.0e-4]}", "low 0.001 is not below high 0.0001"),
+        ("train.lr: {loguniform: [0, 1.0e-3]}", "loguniform needs low > 0"),
+        ("model.dropout: {uniform: [0.5, 0.5]}", "low 0.5 is not below high 0.5"),
+        ("train.batch_size: {randint: [64, 16]}", "low 64 is not below high 16"),
+        ("model.dropout: {uniform: [0.1]}", "uniform takes [low, high] numbers"),
+        ("model.dropout: {uniform: [low, 0.5]}", "uniform takes [low, high] numbers"),
+        ("train.batch_size: {choice: []}", "choice needs a list of arguments"),
+        ("train.lr: {gaussian: [0, 1]}", "expected one of"),
+    ],
+)
+def test_bad_search_space_is_one_line_before_ray(
+    line: str, message: str, synth_dataset: Path, tmp_path: Path, capsys
+):
+    space = tmp_path / "space.yaml"
+    space.write_text(line + "\n")
+    overrides = [f"data.root={synth_dataset}", f"sweep.search_space={space}"]
+    overrides.append(f"sweep.storage_path={tmp_path / 'rr'}")
+    assert main([str(REPO / "ablations" / "e0.yaml"), *overrides]) == 2
+    (err,) = capsys.readouterr().err.strip().splitlines()
+    assert err.startswith(f"error: {space}: ") and message in err, err
+    assert not (tmp_path / "rr").exists()
+
+
+def test_missing_search_space_and_a_split_of_unknown_tracks_fail_before_ray(
+    synth_dataset: Path, tmp_path: Path, capsys
+):
+    e0 = str(REPO / "ablations" / "e0.yaml")
+    rr = f"sweep.storage_path={tmp_path / 'rr'}"
+    missing = tmp_path / "nope.yaml"
+    args = [e0, f"data.root={synth_dataset}", f"sweep.search_space={missing}", rr]
+    assert main(args) == 2
+    assert f"{missing}: search space file not found" in capsys.readouterr().err
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"parts": {"train": ["jazz/a"], "valid": ["jazz/b"], "test": []}}))
+    assert main([e0, f"data.root={synth_dataset}", f"data.split={split}", rr]) == 2
+    (err,) = capsys.readouterr().err.strip().splitlines()
+    assert "none of its 1 train tracks are in the dataset" in err
+    assert not (tmp_path / "rr").exists()

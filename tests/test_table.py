@@ -91,7 +91,7 @@ def test_write_tables(results: Path) -> None:
         assert tex.count(needle) == 1, needle
     assert tex.index(r"\toprule") < tex.index(r"\midrule") < tex.index(r"\bottomrule")
     assert r"\begin{tabular}{llllrrrrrrrrl}" in tex
-    assert r"$\Delta$F1 vs row above" in tex and "Δ" not in tex
+    assert r"$\Delta$F1 [95\% CI] vs" in tex and "Δ" not in tex
     assert r"E10 & cnn4 & SpecAugment & Adam & 1,234,567 & 81.2 $\pm$ 4.6 & 79.0 $\pm$ 5.1 &" in tex
     assert (
         r"baseline\_lr & cnn4 & none & SGD \& 10\% warm-up \#1 & 1,234,567 & 50.0 & 40.0 &" in tex
@@ -208,12 +208,54 @@ def test_intervals_and_row_differences_from_the_seed_predictions(tmp_path: Path)
             frame.to_csv(tmp_path / name / f"seed_{seed}" / "predictions.csv", index=False)
     table = collect(tmp_path)
     e0, e1 = table.to_dict("records")
-    assert e0["ΔF1 vs row above"] == "–"
+    assert e0["ΔF1 [95% CI] vs"] == "–"
     assert e0["Trial-epochs run / grid"] == "75 / 240" and e0["Wall h (CPU h)"] == "1.50 (3.00)"
     low, high = (float(x) for x in e1["Acc 95% CI"].strip("[]").split(","))
     assert low < high <= 100.0
-    delta = e1["ΔF1 vs row above"]
-    value, interval = delta.split(" ", 1)
+    delta = e1["ΔF1 [95% CI] vs"]
+    value, rest = delta.split(" ", 1)
+    interval, other = rest.rsplit(" vs ", 1)
+    assert other == "E0"
     d_low, d_high = (float(x) for x in interval.strip("[]").split(","))
     assert float(value) > 0 and d_low > 0  # a real improvement: the interval excludes 0
     assert collect(tmp_path).equals(table)  # seeded resamples: the table rebuilds identically
+
+
+def test_rows_are_ordered_by_split_and_compared_with_the_right_row(tmp_path: Path) -> None:
+    """Reference rows sit under E0 and are compared with it; E1 is compared with E0 (not with the
+    reference row above it); another split's rows come after and never compare across splits."""
+    tracks = [f"{g}/{g}.{i:05d}" for g in ("blues", "jazz") for i in range(6)]
+    truth = [t.split("/")[0] for t in tracks]
+    rows = {
+        "E1": "stratified",
+        "D7": "stratified",
+        "E0-ff": "fault_filtered",
+        "M1": "stratified",
+        "E0": "stratified",
+        "E2-ff": "fault_filtered",
+    }
+    for name, split in rows.items():
+        summary = {
+            "experiment": name,
+            "model": "cnn4",
+            "augmentation": "none",
+            "strategy": "Adam",
+            "params": 10,
+            "split": split,
+            "seeds": [0],
+            **{
+                f"test_track_{m}_{k}": 0.5
+                for m in ("accuracy", "macro_f1")
+                for k in ("mean", "std")
+            },
+        }
+        (tmp_path / name / "seed_0").mkdir(parents=True)
+        (tmp_path / name / "summary.json").write_text(json.dumps(summary))
+        frame = pd.DataFrame({"track": tracks, "true_genre": truth, "predicted_genre": truth})
+        for g in ("blues", "jazz"):
+            frame[f"p_{g}"] = [float(t == g) for t in truth]
+        frame.to_csv(tmp_path / name / "seed_0" / "predictions.csv", index=False)
+    table = collect(tmp_path)
+    assert table["Experiment"].tolist() == ["E0", "M1", "D7", "E1", "E0-ff", "E2-ff"]
+    against = [cell.rsplit(" vs ", 1)[-1] for cell in table["ΔF1 [95% CI] vs"]]
+    assert against == ["–", "E0", "E0", "E0", "–", "E0-ff"]

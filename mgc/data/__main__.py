@@ -1,4 +1,5 @@
-"""`python -m mgc.data {gtzan,scan,split}`: get GTZAN, quarantine bad audio, write a split file."""
+"""`python -m mgc.data {gtzan,download,scan,split}`: get GTZAN (from a copy or the internet),
+quarantine bad audio, write a split file."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from pathlib import Path
 
 from mgc.cli import run_command
 from mgc.data.datasets import Track, discover, genres_of
-from mgc.data.gtzan import DOWNLOAD, GTZAN_URLS, get_gtzan
+from mgc.data.download import GTZAN_MIRRORS
+from mgc.data.gtzan import DOWNLOAD, ensure_dataset, get_gtzan, is_missing
 from mgc.data.scan import scan
 from mgc.data.splits import (
     DEFAULT_RATIOS,
@@ -28,12 +30,26 @@ from mgc.data.splits import (
 def _cmd_gtzan(args: argparse.Namespace) -> int:
     dest = Path(os.path.expanduser(os.path.expandvars(args.dest)))
     get_gtzan(args.source, dest, progress=not args.quiet, md5=args.md5, sha256=args.sha256)
-    tracks = discover(dest)
+    _print_dataset(dest)
+    return 0
+
+
+def _cmd_download(args: argparse.Namespace) -> int:
+    root = Path(os.path.expanduser(os.path.expandvars(args.out)))
+    existed = not is_missing(root)
+    ensure_dataset(root, progress=not args.quiet)
+    if existed:
+        print(f"{root}: already there, left as it is")
+    _print_dataset(root)
+    return 0
+
+
+def _print_dataset(root: Path) -> None:
+    tracks = discover(root)
     per_genre = Counter(t.genre for t in tracks)
-    print(f"{dest}: {len(tracks)} tracks, {len(per_genre)} genres")
+    print(f"{root}: {len(tracks)} tracks, {len(per_genre)} genres")
     for genre in sorted(per_genre):
         print(f"  {genre:<12} {per_genre[genre]:>5}")
-    return 0
 
 
 def _cmd_scan(args: argparse.Namespace) -> int:
@@ -102,17 +118,35 @@ def build_parser() -> argparse.ArgumentParser:
         "--source",
         default=DOWNLOAD,
         help="folder, archive (.tar.gz/.tgz/.tar/.zip) or http(s) URL; "
-        f"'{DOWNLOAD}' (default) tries {', '.join(GTZAN_URLS)}",
+        f"'{DOWNLOAD}' (default) tries {', '.join(GTZAN_MIRRORS)}",
     )
     g.add_argument(
         "--dest",
         default=os.environ.get("MGC_DATA_ROOT", "data/gtzan"),
         help="dataset folder (default: $MGC_DATA_ROOT, else data/gtzan)",
     )
-    g.add_argument("--md5", help="expected md5 of the downloaded archive")
-    g.add_argument("--sha256", help="expected sha256 of the downloaded archive")
+    g.add_argument(
+        "--md5", help="expected md5 of the downloaded archive (replaces the published one)"
+    )
+    g.add_argument(
+        "--sha256", help="expected sha256 of the downloaded archive (replaces the published one)"
+    )
     g.add_argument("--quiet", action="store_true", help="no progress bars")
     g.set_defaults(func=_cmd_gtzan)
+
+    d = sub.add_parser(
+        "download",
+        help="download GTZAN into a missing dataset folder (checksummed, resumable); "
+        "an existing folder is left as it is",
+    )
+    d.add_argument(
+        "--out",
+        default=os.environ.get("MGC_DATA_ROOT", "data/gtzan"),
+        help="dataset folder (default: $MGC_DATA_ROOT, else data/gtzan); the archive is kept "
+        "beside it",
+    )
+    d.add_argument("--quiet", action="store_true", help="no progress bars")
+    d.set_defaults(func=_cmd_download)
 
     s = sub.add_parser("scan", help="move undecodable/empty/short/silent files to quarantine")
     s.add_argument("root", help="dataset folder (<root>/<genre>/<file>)")

@@ -1,18 +1,20 @@
-"""Get GTZAN (or any folder-per-genre collection) into `<dest>/<genre>/<file>` from a folder,
-an archive or a checksummed download."""
+"""Lay GTZAN (or any folder-per-genre collection) out as `<dest>/<genre>/<file>` from a folder, an
+archive, a URL or the known mirrors (the last two fetched by `mgc.data.download`), and fill a
+missing dataset folder on first run."""
 
 from __future__ import annotations
 
 import filecmp
-import hashlib
 import logging
+import os
+import shlex
 import shutil
 import tarfile
 import tempfile
-import urllib.error
 import urllib.parse
-import urllib.request
+import uuid
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
@@ -26,8 +28,8 @@ from mgc.data.datasets import (
     is_genre_dir,
     write_label_map,
 )
+from mgc.data.download import checksums, fetch_archive
 from mgc.fsio import atomic_path
-from mgc.net import Unreachable, check_reachable
 
 log = logging.getLogger(__name__)
 
@@ -47,27 +49,6 @@ GTZAN_GENRES = (
 # `source` value that means "download from the known mirrors, in order".
 DOWNLOAD = "download"
 
-# The archive every GTZAN loader points at (Marsyas' host, often offline) and a Wayback snapshot.
-GTZAN_URLS = (
-    "http://opihi.cs.uvic.ca/sound/genres.tar.gz",
-    "https://web.archive.org/web/20220328223413/http://opihi.cs.uvic.ca/sound/genres.tar.gz",
-)
-
-# Published digests of `genres.tar.gz`. Provenance: the sha256 is torchaudio's
-# (pytorch/audio torchaudio/datasets/gtzan.py, `_CHECKSUMS`, checked there by
-# `download_url_to_file(hash_prefix=...)`); the md5 is the value older torchaudio releases used
-# with `hash_type="md5"`, still in many copies of that loader. UNVERIFIED here: this project's
-# machines have no route to the archive, so neither value has been checked against the bytes.
-# Either one matching accepts the download; `--md5`/`--sha256` replace both.
-GTZAN_CHECKSUMS: dict[str, str] = {
-    "sha256": "24347e0223d2ba798e0a558c4c172d9d4a19c00bb7963fe055d183dadb4ef2c6",
-    "md5": "5b3d6dddb579ab49814ab86dba69e7c7",
-}
-
-# Fail fast when offline: a dead mirror should not cost minutes.
-CONNECT_TIMEOUT_S = 5.0
-READ_TIMEOUT_S = 60.0
-
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip", ".tar.bz2", ".tar.xz")
 OFFLINE_HINT = "use a local copy: --source /path/to/genres.tar.gz or --source /path/to/genres/"
 
@@ -80,11 +61,20 @@ def get_gtzan(
     sha256: str | None = None,
 ) -> Path:
     """Put the audio of `source` (folder, archive, URL or "download") into `dest/<genre>/<file>`,
-    write `dest/label_map.json`, and return `dest`. Source files are never moved or altered."""
+    write `dest/label_map.json`, and return `dest`. Source files are never moved or altered.
+
+    A URL or "download" is fetched beside `dest` and kept there; `md5`/`sha256` (all given must
+    hold) replace the published GTZAN digest, and a URL other than the known mirrors needs one."""
     dest = Path(dest).expanduser()
     if _is_url(source) or source == DOWNLOAD:
-        urls = GTZAN_URLS if source == DOWNLOAD else (source,)
-        archive = _download_any(urls, dest.parent, progress, md5=md5, sha256=sha256)
+        url = None if source == DOWNLOAD else source
+        hashes = checksums(md5, sha256, url=url)
+        try:
+            archive = fetch_archive(
+                dest.parent, None if url is None else [url], hashes, progress=progress
+            )
+        except DatasetError as exc:
+            raise DatasetError(f"{exc}; {OFFLINE_HINT}") from exc
         return _import_archive(archive, dest, progress)
     path = Path(source).expanduser()
     if path.is_dir():
@@ -96,6 +86,10 @@ def get_gtzan(
             )
         return _import_archive(path, dest, progress)
     raise DatasetError(f"{path}: source not found (give a folder, an archive or an http(s) URL)")
+
+
+def _is_url(source: str) -> bool:
+    return urllib.parse.urlparse(source).scheme in ("http", "https")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -244,94 +238,80 @@ def _import_archive(archive: Path, dest: Path, progress: bool) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------
-# Download
+# First run: a missing dataset folder filled from the internet
 
 
-def _is_url(source: str) -> bool:
-    return urllib.parse.urlparse(source).scheme in ("http", "https")
+def is_missing(root: Path) -> bool:
+    """Whether `root` is a dataset folder to fetch: absent, or an empty folder (nothing to lose)."""
+    root = Path(root).expanduser()
+    return not root.exists() or (root.is_dir() and not any(root.iterdir()))
 
 
-def _expected(url: str, md5: str | None, sha256: str | None) -> dict[str, str]:
-    given = {k: v.lower() for k, v in (("md5", md5), ("sha256", sha256)) if v}
-    if given:
-        return given
-    if url in GTZAN_URLS:
-        return dict(GTZAN_CHECKSUMS)
-    raise DatasetError(
-        f"{url}: no published checksum known for this URL; pass --md5 or --sha256 to verify it"
+def ensure_dataset(
+    root: Path,
+    *,
+    allow_download: bool = True,
+    mirrors: Sequence[str] | None = None,
+    known_hash: str | None = None,
+    download_dir: Path | None = None,
+    progress: bool = True,
+) -> Path:
+    """`root` when it exists; when it is missing (or an empty folder), GTZAN downloaded and laid
+    out there as `<genre>/<file>`, then `root`.
+
+    A folder that holds anything is returned untouched, whatever it holds (the caller's
+    `discover` says whether it is usable). The archive goes to `download_dir` (default: beside
+    `root`, on the same disk, where `get_gtzan(DOWNLOAD, root)` puts it too) and is kept there, so
+    a later layout needs no download. `mirrors` and `known_hash` ("alg:hex") default to
+    mgc.data.download's GTZAN_MIRRORS and GTZAN_KNOWN_HASH. Raises DatasetError, one line:
+    offline or with downloads off it names `root`, MGC_DATA_ROOT and the command that lays out a
+    local archive.
+    """
+    root = Path(root).expanduser()
+    if not is_missing(root):
+        if not root.is_dir():
+            raise DatasetError(f"{root}: not a folder (the dataset folder holds <genre>/<audio>)")
+        return root
+    if not allow_download:
+        raise DatasetError(_by_hand(root, "downloads are off"))
+    folder = Path(download_dir).expanduser() if download_dir is not None else root.parent
+    try:
+        archive = fetch_archive(
+            folder, mirrors, (known_hash,) if known_hash else (), progress=progress
+        )
+    except DatasetError as exc:
+        raise DatasetError(_by_hand(root, f"GTZAN cannot be downloaded ({exc})")) from exc
+    _lay_out(archive, root, progress)
+    log.info("%s: %d tracks laid out from %s", root, len(discover(root)), archive)
+    return root
+
+
+def _by_hand(root: Path, reason: str) -> str:
+    """The one-line way out when GTZAN cannot be fetched: a local archive, or another folder."""
+    dest = shlex.quote(str(root))
+    return (
+        f"{root}: dataset folder not found and {reason}; put GTZAN there from a local copy with "
+        f"`python -m mgc.data gtzan --source ARCHIVE --dest {dest}` (ARCHIVE: genres.tar.gz or "
+        "an unpacked folder), or set MGC_DATA_ROOT to a folder of <genre>/<audio files>"
     )
 
 
-def _digests(path: Path) -> dict[str, str]:
-    md5, sha = hashlib.md5(), hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            md5.update(chunk)
-            sha.update(chunk)
-    return {"md5": md5.hexdigest(), "sha256": sha.hexdigest()}
-
-
-def _matches(digests: dict[str, str], expected: dict[str, str], user_given: bool) -> bool:
-    hits = [digests[k] == v for k, v in expected.items()]
-    # The user's values must all hold; the published ones are alternatives (see GTZAN_CHECKSUMS).
-    return all(hits) if user_given else any(hits)
-
-
-def download(
-    url: str, folder: Path, progress: bool = True, md5: str | None = None, sha256: str | None = None
-) -> Path:
-    """Download `url` into `folder` (via a `.part` file) and verify its checksum."""
-    user_given = bool(md5 or sha256)
-    name = Path(urllib.parse.urlparse(url).path).name or "download"
-    final = folder / name
-    if final.is_file() and _matches(_digests(final), _expected(url, md5, sha256), user_given):
-        log.info("%s: already downloaded and verified", final)
-        return final
-    # Reachability first: offline is the likeliest problem and its message names the way out.
+def _lay_out(archive: Path, root: Path, progress: bool) -> None:
+    """The archive's audio into `root`, all at once: it is laid out in a hidden folder beside
+    `root` and renamed to it, so an interrupted run never leaves a half-filled dataset folder
+    (which a later run would take as the dataset and never fetch again)."""
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = root.parent / f".{root.name}.layout-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()  # mkdir, not mkdtemp: the folder keeps the umask's permissions once renamed
     try:
-        check_reachable(url, CONNECT_TIMEOUT_S)
-    except Unreachable as exc:
-        raise DatasetError(f"{exc}; {OFFLINE_HINT}") from exc
-    expected = _expected(url, md5, sha256)
-    folder.mkdir(parents=True, exist_ok=True)
-    part = final.with_name(final.name + ".part")
-    try:
-        with urllib.request.urlopen(url, timeout=READ_TIMEOUT_S) as resp:
-            total = int(resp.headers.get("Content-Length") or 0) or None
-            with (
-                part.open("wb") as out,
-                tqdm(
-                    total=total, unit="B", unit_scale=True, desc=name, disable=not progress
-                ) as bar,
-            ):
-                while chunk := resp.read(1 << 20):
-                    out.write(chunk)
-                    bar.update(len(chunk))
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", None) or exc
-        raise DatasetError(f"{url}: download failed ({reason}); {OFFLINE_HINT}") from exc
-    digests = _digests(part)
-    if not _matches(digests, expected, user_given):
-        bad = part.with_name(final.name + ".bad")
-        part.replace(bad)
-        want = ", ".join(f"{k} {v}" for k, v in expected.items())
-        raise DatasetError(
-            f"{url}: checksum mismatch (got md5 {digests['md5']}, want {want}); kept as {bad}"
-        )
-    part.replace(final)
-    log.info("%s: downloaded, md5 %s", final, digests["md5"])
-    return final
-
-
-def _download_any(
-    urls: tuple[str, ...], folder: Path, progress: bool, md5: str | None, sha256: str | None
-) -> Path:
-    errors = []
-    for url in urls:
+        _import_archive(archive, staging, progress)
         try:
-            return download(url, folder, progress, md5=md5, sha256=sha256)
-        except DatasetError as exc:
-            if "checksum" in str(exc) or len(urls) == 1:
-                raise
-            errors.append(str(exc).split(";")[0])
-    raise DatasetError(f"no GTZAN mirror reachable ({'; '.join(errors)}); {OFFLINE_HINT}")
+            os.replace(staging, root)  # only ever over a missing or empty folder
+        except OSError as exc:
+            raise DatasetError(
+                f"{root}: filled by another process during the layout; left as it is "
+                f"({exc.strerror})"
+            ) from exc
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
