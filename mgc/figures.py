@@ -27,7 +27,7 @@ import yaml
 from mgc.artifacts import _new_figure, _save_figure
 from mgc.config import ConfigError
 from mgc.fsio import atomic_path
-from mgc.rows import read_summaries, seed_predictions
+from mgc.rows import is_reference, read_summaries, seed_predictions
 from mgc.schema import DataConfig
 from mgc.search_space import read_search_space
 
@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 BASELINE = "E0"
 DEFAULT_SPLIT = DataConfig.split  # "stratified": the split the ablation rows are compared on
 # Reference rows sit in the table for scale, not in the ablation: never "the best model".
-REFERENCE_MODELS = frozenset({"logreg", "tabular"})
 MIN_TRIALS = 3  # fewer finished trials say nothing about which parameter matters
 IMPORTANCE_SEED = 0  # fANOVA's random forest: fixed, so reruns give the same bars
 SEARCH_DPI = 100
@@ -60,16 +59,14 @@ def baseline_and_best(
 ) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """(the E0 row, the row with the highest seed-mean test track macro-F1) on `split`.
 
-    The best is chosen among the split's other rows, reference models (logreg, tabular) left
+    The best is chosen among the split's other rows, reference rows (M1, D7, logistic regressions) left
     out; a tie goes to the experiment name that sorts first. None when there is no E0 on the
     split or no other row to set against it.
     """
     on_split = [s for s in summaries if s.get("split") == split]
     baseline = next((s for s in on_split if s["experiment"] == BASELINE), None)
     candidates = [
-        s
-        for s in on_split
-        if s is not baseline and s.get("model") not in REFERENCE_MODELS and _f1(s) is not None
+        s for s in on_split if s is not baseline and not is_reference(s) and _f1(s) is not None
     ]
     if baseline is None or not candidates:
         return None

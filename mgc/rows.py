@@ -35,8 +35,8 @@ def row_order(s: dict[str, Any]) -> tuple:
     base = name.split("-")[0]
     if m and int(m.group(1)) == 0:
         rank: tuple = (0, 0, m.group(2))
-    elif base in REFERENCE_ROWS:
-        rank = (1, REFERENCE_ROWS.index(base), name)
+    elif is_reference(s):
+        rank = (1, REFERENCE_ROWS.index(base) if base in REFERENCE_ROWS else 9, name)
     elif m:
         rank = (2, int(m.group(1)), m.group(2))
     else:
@@ -52,7 +52,9 @@ def read_summaries(results_dir: str | Path) -> list[dict[str, Any]]:
 
 
 def is_reference(s: dict[str, Any]) -> bool:
-    return str(s["experiment"]).split("-")[0] in REFERENCE_ROWS
+    """A reference row (M1, D7, or any logistic regression) rather than a row of the ablation."""
+    name, model = str(s["experiment"]), str(s.get("model", ""))
+    return name.split("-")[0] in REFERENCE_ROWS or model.split(" ")[0] == "logreg"
 
 
 @dataclass

@@ -165,7 +165,8 @@ def test_shared_storage_is_mounted_and_exported(prepared: dict):
         rf"mount -t nfs4 .*fs-\w+\.efs\.{region}\.amazonaws\.com:/ {SHARED}\b", init
     ), "no EFS mount at /mnt/shared in initialization_commands"
     assert f"mountpoint -q {SHARED}" in init  # re-running `ray up` does not mount twice
-    assert _docker_env(prepared) == ENV
+    # Token authentication stays on for the cluster's dashboard and job API.
+    assert _docker_env(prepared) == {**ENV, "RAY_AUTH_MODE": "token"}
     # The docker run command Ray itself builds for a worker: mounts, env and GPUs.
     docker = prepared["docker"]
     run = docker_start_cmds(

@@ -123,7 +123,7 @@ def test_baseline_and_best_picks_the_top_non_reference_row_on_the_split() -> Non
         _summary("E2", 0.7),
         _summary("E1", 0.6),
         _summary("R", 0.9, model="logreg"),  # a reference row, however good
-        _summary("T", 0.95, model="tabular"),
+        _summary("D7", 0.95, model="logreg (features_30_sec)"),
         _summary("F", 0.99, split="fault_filtered"),  # another split
         _summary("X", float("nan")),  # no score
     ]

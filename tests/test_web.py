@@ -17,7 +17,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from browser import free_port, headless_chromium, wait_for
 from conftest import gtzan_dir, tone, write_audio
 
 pytest.importorskip("streamlit", reason="the web page needs streamlit (the dev or web extra)")
@@ -36,8 +36,6 @@ from mgc.web.__main__ import streamlit_args  # noqa: E402
 
 APP = Path(core.__file__).with_name("app.py")
 # Debian's packages put them here; elsewhere, wherever PATH finds them.
-CHROMIUM = Path(shutil.which("chromium") or "/usr/bin/chromium")
-CHROMEDRIVER = Path(shutil.which("chromedriver") or "/usr/bin/chromedriver")
 HEADLINE = re.compile(r"Top genre: \S.* \(\d+\.\d %\)")
 
 
@@ -254,12 +252,6 @@ def test_app_without_a_model_says_how_to_start(monkeypatch, tmp_path):
 # The page in a real browser
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait_until_serving(url: str, server: subprocess.Popen, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -301,43 +293,7 @@ def served(model_dir, tmp_path):
 
 @pytest.fixture
 def browser():
-    if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
-        pytest.skip(
-            f"needs {CHROMIUM} and {CHROMEDRIVER} (apt-get install chromium chromium-driver)"
-        )
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--window-size=1400,1700",  # tall enough for the whole result in one screenshot
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
-    try:
-        yield driver
-    finally:
-        driver.quit()
-
-
-def wait_for(driver, condition, what: str, timeout: float = 120):
-    from selenium.common.exceptions import TimeoutException
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    try:
-        return WebDriverWait(driver, timeout, poll_frequency=0.5).until(condition)
-    except TimeoutException:
-        body = driver.find_element("tag name", "body").text
-        pytest.fail(f"timed out waiting for {what}; the page says:\n{body[-2000:]}")
+    yield from headless_chromium("1400,1700")
 
 
 def body_text(driver) -> str:
