@@ -273,3 +273,36 @@ def write_json(path: PathLike, obj: Any) -> Path:
     path = Path(path)
     atomic_write(path, json.dumps(_jsonable(obj), indent=2, sort_keys=True, allow_nan=False) + "\n")
     return path
+
+
+def write_part_artifacts(
+    out_dir: PathLike,
+    part: str,
+    track_ids: list[str],
+    y_track: np.ndarray,
+    track_probs: np.ndarray,
+    genres: list[str],
+    title: str,
+    chunk_true: np.ndarray | None = None,
+    chunk_pred: np.ndarray | None = None,
+) -> None:
+    """What an evaluated part leaves in a run folder: its classification report and confusion
+    matrix (named after the part), predictions.csv and hard_cases.csv, all at track level."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    y_pred = track_probs.argmax(1)
+    write_classification_report(
+        out_dir / f"{part}_classification_report.txt",
+        y_track,
+        y_pred,
+        genres,
+        split=title,
+        level="track",
+        chunk_true=chunk_true,
+        chunk_pred=chunk_pred,
+    )
+    plot_confusion_matrix(
+        out_dir / f"confusion_matrix_{part}.png", y_track, y_pred, genres, title=title
+    )
+    write_predictions(out_dir / "predictions.csv", track_ids, y_track, track_probs, genres)
+    write_hard_cases(out_dir / "hard_cases.csv", track_ids, y_track, track_probs, genres)

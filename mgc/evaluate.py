@@ -14,13 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mgc.artifacts import (
-    plot_confusion_matrix,
-    write_classification_report,
-    write_hard_cases,
-    write_json,
-    write_predictions,
-)
+from mgc.artifacts import write_json, write_part_artifacts
 from mgc.bundle import load_bundle
 from mgc.cli import run_command
 from mgc.config import ConfigError, load_config
@@ -75,26 +69,17 @@ def write_evaluation(
     idx, track_probs = track_probabilities(probs, tracks)
     track_ids = [chunk_set.tracks[i].track_id for i in idx]
     y_track = np.array([chunk_set.tracks[i].label for i in idx])
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_classification_report(
-        out_dir / f"{part}_classification_report.txt",
+    write_part_artifacts(
+        out_dir,
+        part,
+        track_ids,
         y_track,
-        track_probs.argmax(1),
+        track_probs,
         genres,
-        split=title,
-        level="track",
+        title,
         chunk_true=labels,
         chunk_pred=probs.argmax(1),
     )
-    plot_confusion_matrix(
-        out_dir / f"confusion_matrix_{part}.png",
-        y_track,
-        track_probs.argmax(1),
-        genres,
-        title=title,
-    )
-    write_predictions(out_dir / "predictions.csv", track_ids, y_track, track_probs, genres)
-    write_hard_cases(out_dir / "hard_cases.csv", track_ids, y_track, track_probs, genres)
     return metrics
 
 

@@ -97,8 +97,7 @@ def _trial(params: dict[str, Any], cfg: Config) -> None:
 
     Each checkpoint carries the trial's train_log.csv, so a trial restored on another worker or
     after --resume gets its earlier epochs' rows back with its weights (its working folder starts
-    empty there). Once the trial ends, the working copy of its checkpoints goes: Tune keeps the
-    last checkpoint, which is all a resume needs, and the table reads only the trial's metrics."""
+    empty there). Checkpoints are pruned once the search has ended (`prune_trials`)."""
     from ray import tune
 
     from mgc.train import fit
@@ -118,7 +117,6 @@ def _trial(params: dict[str, Any], cfg: Config) -> None:
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(ckpt)))
 
     fit(with_params(cfg, params), report=report, run_dir=run_dir, resume=True, final_eval=False)
-    shutil.rmtree(ckpt_dir, ignore_errors=True)
 
 
 def _ddp_worker(loop_config: dict[str, Any]) -> None:
@@ -381,10 +379,27 @@ def run_trials(cfg: Config, space: dict[str, dict[str, list]], resume: bool):
     if not any(r.error is None and r.metrics for r in grid):
         first = next((r.error for r in grid if r.error is not None), "no trial reported")
         raise RuntimeError(f"every trial failed; first error: {str(first).splitlines()[-1]}")
+    prune_trials(grid)
     return grid
 
 
 ENDED = ("TERMINATED", "ERROR")
+
+
+def prune_trials(grid) -> int:
+    """Once every trial has ended, their weights are dead weight: the final seeds retrain the
+    chosen configuration and the table reads the trials' metrics, so each trial keeps only its
+    logs (Tune's result.json/progress.csv, run/train_log.csv, config), a few tens of KB, instead
+    of two copies of its last checkpoint (weights and optimiser state). Returns bytes freed."""
+    freed = 0
+    for result in grid:
+        trial = Path(result.path)
+        for folder in [trial / "run" / "checkpoints", *trial.glob("checkpoint_*")]:
+            if folder.is_dir():
+                freed += sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+                shutil.rmtree(folder)
+    log.info("search ended: %.1f MB of trial checkpoints removed", freed / 1e6)
+    return freed
 
 
 def final_seeds(
