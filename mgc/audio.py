@@ -86,12 +86,21 @@ def _vorbis_blocks(path: Path, raw: bytes | None) -> tuple[int, Iterator[np.ndar
     return info.sample_rate, (np.frombuffer(c, np.float32).reshape(-1, n).T for c in chunks)
 
 
+def _native_name(path: Path) -> str | bytes:
+    """The name to hand libsndfile: the raw bytes on POSIX, where a name need not be UTF-8
+    (soundfile encodes a str name strictly, so fails on such a name before opening it)."""
+    return str(path) if os.name == "nt" else os.fsencode(path)
+
+
 def _soundfile_blocks(path: Path) -> tuple[int, Iterator[np.ndarray]]:
-    handle = sf.SoundFile(str(path))
+    handle = sf.SoundFile(_native_name(path))
 
     def blocks() -> Iterator[np.ndarray]:
+        # read() until it returns nothing rather than SoundFile.blocks(): blocks() trusts the
+        # header's frame count and, on a truncated file (an MP3 cut short), hands over its whole
+        # uninitialised buffer where the decoder stopped early.
         with handle:
-            for block in handle.blocks(DECODE_FRAMES, dtype="float32", always_2d=True):
+            while (block := handle.read(DECODE_FRAMES, dtype="float32", always_2d=True)).size:
                 yield block.T  # (channels, samples)
 
     return handle.samplerate, blocks()
@@ -165,6 +174,11 @@ def stream_audio(
     """
     path = Path(path)
     if not path.is_file():
+        if path.is_symlink():  # a link to nothing, or a loop of links: say which
+            try:
+                os.stat(path)
+            except OSError as exc:
+                raise AudioError(path, f"broken symbolic link ({exc.strerror})") from None
         raise AudioError(path, "file not found")
     if path.stat().st_size == 0:
         raise AudioError(path, "empty file (0 bytes)")

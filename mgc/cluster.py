@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -51,6 +53,10 @@ def init_ray(
     if ray.is_initialized():
         return 0.0
     t0 = time.perf_counter()
+    # ray.init puts in its own SIGTERM handler (an abrupt exit); the caller's (the CLIs': stop
+    # as Ctrl-C does, saying how to continue) is put back.
+    main_thread = threading.current_thread() is threading.main_thread()
+    on_sigterm = signal.getsignal(signal.SIGTERM) if main_thread else None
     if address:
         context = ray.init(address=address, log_to_driver=not quiet)
     else:
@@ -61,6 +67,8 @@ def init_ray(
             dashboard_port=dashboard_port,
             log_to_driver=not quiet,
         )
+    if main_thread and on_sigterm is not None:
+        signal.signal(signal.SIGTERM, on_sigterm)
     seconds = time.perf_counter() - t0
     if context.dashboard_url:  # empty without ray[default]'s dashboard
         log.info(dashboard_hint(context.dashboard_url))

@@ -24,6 +24,7 @@ import pandas as pd
 from mgc.audio import AUDIO_EXTENSIONS, AudioError, looks_like_audio
 from mgc.bundle import Bundle, load_bundle
 from mgc.cli import run_command
+from mgc.data.datasets import printable
 from mgc.device import choose_fast_path, select_device
 from mgc.fsio import atomic_write
 from mgc.inference import Prediction, Predictor
@@ -202,11 +203,12 @@ def predict_ray(files: list[Path], bundle_path: Path, opts: Options) -> Iterator
 
 
 def to_csv(rows: list[dict[str, Any]], genres: list[str]) -> str:
-    """One row per file, a column per genre."""
+    """One row per file, a column per genre. (JSON keeps a name that is not UTF-8 exactly, as
+    escaped surrogates; text formats show its odd bytes as `\\xNN`.)"""
     table = pd.DataFrame(
         [
             {
-                "file": r["file"],
+                "file": printable(r["file"]),
                 "model": r["model"],
                 "duration_s": r.get("duration_s"),
                 "top_label": r["top_k"][0]["label"] if "top_k" in r else None,
@@ -223,9 +225,10 @@ def to_csv(rows: list[dict[str, Any]], genres: list[str]) -> str:
 def to_table(rows: list[dict[str, Any]]) -> str:
     """What a person reads in a terminal: file, length, the top genres."""
     lines = []
-    width = min(60, max((len(r["file"]) for r in rows), default=4))
-    for r in rows:
-        name = r["file"] if len(r["file"]) <= width else "…" + r["file"][-(width - 1) :]
+    names = [printable(r["file"]) for r in rows]
+    width = min(60, max((len(n) for n in names), default=4))
+    for r, name in zip(rows, names, strict=True):
+        name = name if len(name) <= width else "…" + name[-(width - 1) :]
         if "error" in r:
             lines.append(f"{name:<{width}}  error: {r['error']}")
             continue
@@ -316,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
             rows = list(predict_local(files, bundle, bundle_path, opts, args.device))
         failed = [r for r in rows if "error" in r]
         for r in failed:
-            print(f"error: {r['file']}: {r['error']}", file=sys.stderr)
+            print(f"error: {printable(r['file'])}: {r['error']}", file=sys.stderr)
         if ignored:
             print(f"ignored {len(ignored)} file(s) that are not audio", file=sys.stderr)
         text = render(rows, output_format(args), bundle.genres)

@@ -14,8 +14,9 @@ import ctypes
 import ctypes.util
 import dataclasses
 import logging
+import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from mgc.cli import config_and_overrides, run_command
 from mgc.cluster import init_ray
 from mgc.config import ChunkConfig, Config, FeatureConfig, load_config, save_config
 from mgc.data.cache import CacheEntry, FeatureStore, content_hash, is_current, stat_entry
-from mgc.data.datasets import discover
+from mgc.data.datasets import no_tracks_error, printable, survey
 from mgc.frontend import Frontend
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,9 @@ class PrepareResult:
     seconds: float
     ray_seconds: float
     manifest: str
+    # (path, why) of entries in genre folders that are not tracks: other files, sub-folders,
+    # broken links, genre folders without audio. Listed so that every file is accounted for.
+    ignored: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def ok(self) -> list[CacheEntry]:
@@ -51,6 +55,12 @@ class PrepareResult:
         return [e for e in self.entries if e.error is not None]
 
 
+def _skipped(entry: CacheEntry, error: str, content: str | None = None) -> CacheEntry:
+    # One line, and printable whatever the file's name: the text travels through Arrow (UTF-8
+    # only) from Ray workers, and ends up in the report and the manifest.
+    return dataclasses.replace(entry, content=content, error=" ".join(printable(error).split()))
+
+
 def process_file(
     entry: CacheEntry, store: FeatureStore, frontend: Frontend
 ) -> tuple[CacheEntry, bool]:
@@ -58,22 +68,26 @@ def process_file(
     try:
         data = Path(entry.path).read_bytes()
     except OSError as exc:
-        return dataclasses.replace(
-            entry, error=f"{entry.path}: cannot read ({exc.strerror})"
-        ), False
+        return _skipped(entry, f"{entry.path}: cannot read ({exc.strerror})"), False
     digest = content_hash(data)
     if store.has(digest):
         return dataclasses.replace(entry, content=digest, n_frames=_frames_of(store, digest)), False
     try:
         spec = frontend.file_logmel(entry.path, raw=data)
     except AudioError as exc:
-        return dataclasses.replace(entry, content=digest, error=str(exc)), False
+        return _skipped(entry, str(exc), digest), False
     except Exception as exc:  # never let one file stop the batch
-        return dataclasses.replace(
-            entry, content=digest, error=f"{entry.path}: {type(exc).__name__}: {exc}"
-        ), False
+        return _skipped(entry, f"{entry.path}: {type(exc).__name__}: {exc}", digest), False
     store.save(digest, spec)
     return dataclasses.replace(entry, content=digest, n_frames=int(spec.shape[-1])), True
+
+
+def _readable(path: str) -> bool:
+    try:
+        with open(path, "rb"):
+            return True
+    except OSError:
+        return False
 
 
 def _frames_of(store: FeatureStore, digest: str) -> int:
@@ -192,7 +206,9 @@ def _run_local(pending: list[CacheEntry], cfg: Config) -> list[tuple[CacheEntry,
     store = FeatureStore(cfg.cache.dir, cfg.features)
     frontend = features_frontend(cfg.features)
     keep_freed_memory()
-    return [process_file(e, store, frontend) for e in tqdm(pending, desc="log-mel", unit="track")]
+    # A closed bar (the `with`) before an interrupt's message, not redrawn after it at exit.
+    with tqdm(pending, desc="log-mel", unit="track") as bar:
+        return [process_file(e, store, frontend) for e in bar]
 
 
 def prepare(cfg: Config, use_ray: bool = True) -> PrepareResult:
@@ -206,15 +222,25 @@ def prepare(cfg: Config, use_ray: bool = True) -> PrepareResult:
     reused = 0
     path_to_root: dict[str, str] = {}
     unchanged: list[str] = []  # roots whose manifest already says all there is to say
+    ignored: list[tuple[str, str]] = []
     for root in roots:
         known = store.read_manifest(root)
-        tracks = discover(root)
+        tracks, passed = survey(root)
+        if not tracks:
+            raise no_tracks_error(root)
+        ignored += [(os.path.join(root, rel), why) for rel, why in passed]
         if {t.path for t in tracks} == set(known):
             unchanged.append(root)
         for track in tracks:
             fresh = stat_entry(track.track_id, track.genre, track.path)
             old = known.get(track.path)
-            if old is not None and is_current(old, fresh, stored):
+            # A file that could not be read (no content hash) is looked at again on every run:
+            # mending its permissions changes neither its size nor its mtime.
+            if (
+                old is not None
+                and is_current(old, fresh, stored)
+                and (old.content is not None or not _readable(track.path))
+            ):
                 entries.append(old)
                 reused += old.error is None
             else:
@@ -251,6 +277,7 @@ def prepare(cfg: Config, use_ray: bool = True) -> PrepareResult:
         seconds=time.perf_counter() - t0 - ray_seconds,
         ray_seconds=ray_seconds,
         manifest=manifest,
+        ignored=ignored,
     )
 
 
@@ -278,7 +305,9 @@ def main(argv: list[str] | None = None) -> int:
             f"({rate:.1f} tracks/s computed) + Ray start {result.ray_seconds:.1f} s"
         )
         for e in result.bad:
-            print(f"  skipped {e.error}")
+            print(f"  skipped {printable(e.error or '')}")  # older manifests: raw names
+        for path, why in result.ignored:
+            print(f"  ignored {printable(path)}: {why}")
         print(f"manifest: {result.manifest}")
         return 0
 

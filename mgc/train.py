@@ -29,7 +29,7 @@ from mgc.artifacts import plot_train_curves, write_json
 from mgc.bundle import save_bundle
 from mgc.cli import config_and_overrides, run_command
 from mgc.config import Config, ConfigError, TrainConfig, load_config, save_config
-from mgc.data.datasets import DatasetError, write_label_map
+from mgc.data.datasets import DatasetError, printable, write_label_map
 from mgc.data.loader import (
     ChunkSet,
     SplitData,
@@ -509,7 +509,11 @@ def main(argv: list[str] | None = None) -> int:
             # The exact command, for model cards and for whoever reruns it.
             argv_text = shlex.join(["python", "-m", "mgc.train", *(argv or sys.argv[1:])])
             atomic_write(run_dir / "command.txt", argv_text + "\n")
-        prepare(cfg, use_ray=False)  # features this run reads, computed here if missing
+        prep = prepare(cfg, use_ray=False)  # features this run reads, computed here if missing
+        for e in prep.bad:
+            log.warning("skipped %s", e.error)
+        for path, why in prep.ignored:
+            log.info("ignored %s: %s", printable(path), why)
         result = fit(cfg, run_dir=run_dir, resume=bool(args.resume))
         m = result.metrics
         print(f"run: {result.run_dir}")

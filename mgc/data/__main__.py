@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 from mgc.cli import run_command
-from mgc.data.datasets import Track, discover, genres_of
+from mgc.data.datasets import Track, discover, genres_of, printable
 from mgc.data.download import GTZAN_MIRRORS
 from mgc.data.gtzan import DOWNLOAD, ensure_dataset, get_gtzan, is_missing
 from mgc.data.scan import scan
@@ -67,7 +67,9 @@ def _cmd_scan(args: argparse.Namespace) -> int:
         + (f" ({reasons})" if reasons else "")
     )
     for (rel, reason), (_, dst) in zip(report.bad, report.moved, strict=True):
-        print(f"  {reason:<12} {rel} -> {dst}")
+        print(f"  {reason:<12} {printable(rel)} -> {printable(dst)}")
+    for rel, detail in report.unreadable:
+        print(f"  {'unreadable':<12} {printable(rel)}: {detail}, left in place")
     if report.ignored:
         print(f"ignored {len(report.ignored)} non-audio or duplicate file(s), left in place")
     if report.moved:

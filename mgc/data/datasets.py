@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,27 +63,74 @@ def is_audio_file(path: Path, extensions: tuple[str, ...] = AUDIO_EXTENSIONS) ->
     return path.suffix.lower() in extensions and is_visible_file(path)
 
 
-def discover(root: str | Path, extensions: tuple[str, ...] = AUDIO_EXTENSIONS) -> list[Track]:
-    """All audio files `<root>/<genre>/<file>` sorted by track id. Hidden folders are skipped
-    (the quarantine lives in `<root>/.quarantine`)."""
+# Why survey() passes over an entry of a genre folder.
+NOT_AUDIO = "not an audio file extension"
+SUB_FOLDER = "sub-folder (only files directly in a genre folder are read)"
+NO_AUDIO = "no audio files, so not a genre"
+SAME_TRACK = "same track as"
+
+
+def survey(
+    root: str | Path, extensions: tuple[str, ...] = AUDIO_EXTENSIONS
+) -> tuple[list[Track], list[tuple[str, str]]]:
+    """(tracks, passed over): the audio files `<root>/<genre>/<file>` sorted by track id, and
+    for every other visible entry of a genre folder, and every genre folder without a track,
+    (its path relative to `root`, why it is not a track), so a report can account for each.
+    Hidden entries are neither (editor and OS droppings, our temporaries, the quarantine)."""
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{root}: dataset folder not found")
     tracks: dict[str, Track] = {}
+    passed: list[tuple[str, str]] = []
     for genre_dir in genre_dirs(root):
+        found = 0
         for path in sorted(genre_dir.iterdir()):
-            if not is_audio_file(path, extensions):
+            if path.name.startswith("."):
                 continue
-            tid = track_id_of(genre_dir.name, path.name)
-            if tid in tracks:
-                log.warning("%s: same track as %s, ignored", path, tracks[tid].path)
-                continue
-            tracks[tid] = Track(tid, genre_dir.name, str(path.resolve()))
+            rel = f"{genre_dir.name}/{path.name}"
+            if path.is_dir():
+                passed.append((rel + "/", SUB_FOLDER))
+            elif not path.is_file():  # a link to nothing, or a loop of links
+                try:
+                    path.stat()
+                    passed.append((rel, "not a regular file"))
+                except OSError as exc:
+                    passed.append((rel, f"broken symbolic link ({exc.strerror})"))
+            elif not is_audio_file(path, extensions):
+                passed.append((rel, NOT_AUDIO))
+            elif (tid := track_id_of(genre_dir.name, path.name)) in tracks:
+                other = Path(tracks[tid].path).name
+                passed.append((rel, f"{SAME_TRACK} {genre_dir.name}/{other}"))
+            else:
+                tracks[tid] = Track(tid, genre_dir.name, str(path.resolve()))
+                found += 1
+        if not found:
+            passed.append((genre_dir.name + "/", NO_AUDIO))
+    return sorted(tracks.values(), key=lambda t: t.track_id), passed
+
+
+def no_tracks_error(
+    root: str | Path, extensions: tuple[str, ...] = AUDIO_EXTENSIONS
+) -> DatasetError:
+    return DatasetError(f"{root}: no audio files in <genre>/ subfolders ({', '.join(extensions)})")
+
+
+def discover(root: str | Path, extensions: tuple[str, ...] = AUDIO_EXTENSIONS) -> list[Track]:
+    """All audio files `<root>/<genre>/<file>` sorted by track id (see `survey`). Hidden folders
+    are skipped (the quarantine lives in `<root>/.quarantine`)."""
+    tracks, passed = survey(root, extensions)
+    for rel, reason in passed:
+        if reason.startswith(SAME_TRACK):
+            log.warning("%s: %s, ignored", Path(root) / rel, reason)
     if not tracks:
-        raise DatasetError(
-            f"{root}: no audio files in <genre>/ subfolders ({', '.join(extensions)})"
-        )
-    return sorted(tracks.values(), key=lambda t: t.track_id)
+        raise no_tracks_error(root, extensions)
+    return tracks
+
+
+def printable(text: str) -> str:
+    """A path, or a message naming one, that prints and writes as UTF-8 whatever the name: the
+    bytes of a file name that is not UTF-8 (held as surrogates in a str) appear as `\\xNN`."""
+    return os.fsencode(text).decode("utf-8", "backslashreplace")
 
 
 def genres_of(tracks: list[Track]) -> list[str]:

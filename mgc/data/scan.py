@@ -14,15 +14,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from mgc.audio import AudioError, load_audio
-from mgc.data.datasets import (
-    DatasetError,
-    Track,
-    discover,
-    genre_dirs,
-    is_genre_name,
-    is_visible_file,
-)
+from mgc.audio import AudioError, stream_audio
+from mgc.data.datasets import DatasetError, Track, is_genre_name, no_tracks_error, survey
 from mgc.fsio import atomic_path
 
 log = logging.getLogger(__name__)
@@ -32,6 +25,7 @@ REPORT_NAME = "bad_audio_report.csv"
 REPORT_FIELDS = ("file", "reason", "detail", "moved_to", "scanned_at")
 
 # Reasons, in the order they are tested.
+UNREADABLE = "unreadable"  # reported and left in place: a permission to fix, not bad audio
 EMPTY = "empty"
 UNDECODABLE = "undecodable"
 TOO_SHORT = "too_short"
@@ -40,7 +34,8 @@ SILENT = "silent"
 
 @dataclass
 class ScanReport:
-    """What a scan found. Paths in `bad` and `ignored` are relative to the dataset root."""
+    """What a scan found. Paths in `bad`, `unreadable` and `ignored` are relative to the dataset
+    root; `unreadable` (path, detail) and `ignored` files stay where they are."""
 
     root: str
     quarantine: str
@@ -48,6 +43,7 @@ class ScanReport:
     n_ok: int = 0
     bad: list[tuple[str, str]] = field(default_factory=list)
     moved: list[tuple[str, str]] = field(default_factory=list)
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
 
     @property
@@ -61,22 +57,28 @@ class ScanReport:
 def check_track(
     path: str | Path, sample_rate: int, min_seconds: float, silence_db: float
 ) -> tuple[str, str] | None:
-    """None for a usable file, else (reason, detail). Decodes the file once."""
+    """None for a usable file, else (reason, detail). Decodes the file once, a block at a time,
+    so an hour-long file needs no more memory than a short one."""
     path = Path(path)
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        return UNREADABLE, f"cannot read ({exc.strerror})"
     if path.stat().st_size == 0:
         return EMPTY, "0 bytes"
+    n_samples, peak = 0, 0.0
     try:
-        wave = load_audio(path, sample_rate)
+        for block in stream_audio(path, sample_rate, block_s=10.0):
+            n_samples += block.size
+            peak = max(peak, float(np.max(np.abs(block))))
     except AudioError as exc:
         if exc.reason == "no audio samples":
             return EMPTY, f"no audio samples decoded from {path.stat().st_size} bytes"
         return UNDECODABLE, exc.reason
-    if wave.size == 0:
-        return EMPTY, "no audio samples"
-    seconds = wave.size / sample_rate
+    seconds = n_samples / sample_rate
     if seconds < min_seconds:
         return TOO_SHORT, f"{seconds:.2f} s < {min_seconds:g} s"
-    peak = float(np.max(np.abs(wave)))
     # Peak below the threshold means every sample is below it: the whole file is silent.
     if peak < 10 ** (silence_db / 20):
         peak_db = 20 * np.log10(peak) if peak > 0 else float("-inf")
@@ -89,14 +91,18 @@ def read_report(quarantine: str | Path) -> list[dict[str, str]]:
     path = Path(quarantine) / REPORT_NAME
     if not path.is_file():
         return []
-    with path.open(newline="") as fh:
+    with path.open(newline="", encoding="utf-8", errors="surrogateescape") as fh:
         return [dict(row) for row in csv.DictReader(fh)]
 
 
 def _write_report(quarantine: Path, rows: list[dict[str, str]]) -> Path:
     path = quarantine / REPORT_NAME
     # Replace in one step: an interrupted scan keeps the old history rather than half of it.
-    with atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
+    # A file name that is not UTF-8 is written as its own bytes, and read back the same.
+    with (
+        atomic_path(path) as tmp,
+        tmp.open("w", newline="", encoding="utf-8", errors="surrogateescape") as fh,
+    ):
         writer = csv.DictWriter(fh, fieldnames=REPORT_FIELDS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
@@ -113,23 +119,12 @@ def _free_name(target: Path) -> Path:
     return candidate
 
 
-def _tracks_and_ignored(root: Path, qdir: Path) -> tuple[list[Track], list[str]]:
-    try:
-        tracks = discover(root)
-    except DatasetError:
-        # Every file may already be in quarantine; that is a finished scan, not a wrong folder.
-        if (qdir / REPORT_NAME).is_file():
-            tracks = []
-        else:
-            raise
-    used = {Path(t.path) for t in tracks}
-    ignored = []
-    # Whatever discover() passed over in a genre folder: other formats, stray notes, duplicates.
-    for genre_dir in genre_dirs(root):
-        for path in sorted(genre_dir.iterdir()):
-            if is_visible_file(path) and path.resolve() not in used:
-                ignored.append(f"{genre_dir.name}/{path.name}")
-    return tracks, ignored
+def _tracks_and_ignored(root: Path, qdir: Path) -> tuple[list[Track], list[tuple[str, str]]]:
+    tracks, passed = survey(root)
+    # Every file may already be in quarantine; that is a finished scan, not a wrong folder.
+    if not tracks and not (qdir / REPORT_NAME).is_file():
+        raise no_tracks_error(root)
+    return tracks, passed
 
 
 def scan(
@@ -141,7 +136,8 @@ def scan(
     progress: bool = True,
 ) -> ScanReport:
     """Decode every track of `root` once; move undecodable, empty, too-short and silent files to
-    `quarantine` (default `<root>/.quarantine/<genre>/<file>`) and append them to its report."""
+    `quarantine` (default `<root>/.quarantine/<genre>/<file>`) and append them to its report.
+    Files it cannot read, and entries that are not tracks, are logged one line each and left."""
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DatasetError(f"{root}: dataset folder not found")
@@ -151,16 +147,20 @@ def scan(
         # A visible folder inside the dataset would be read as one more genre by discover().
         raise DatasetError(f"{qdir}: a quarantine inside the dataset must be a hidden folder")
 
-    tracks, ignored = _tracks_and_ignored(root, qdir)
-    report = ScanReport(root=str(root), quarantine=str(qdir), ignored=ignored)
-    if ignored:
-        log.info("%s: %d non-audio or duplicate file(s) ignored", root, len(ignored))
+    tracks, passed = _tracks_and_ignored(root, qdir)
+    report = ScanReport(root=str(root), quarantine=str(qdir), ignored=[rel for rel, _ in passed])
+    for rel, why in passed:  # one line each: every entry of a genre folder is accounted for
+        log.info("%s: %s, left in place", rel, why)
     found: list[tuple[Track, str, str]] = []
     for track in tqdm(tracks, desc="scan", unit="file", disable=not progress):
         report.n_checked += 1
         problem = check_track(track.path, sample_rate, min_seconds, silence_db)
         if problem is None:
             report.n_ok += 1
+        elif problem[0] == UNREADABLE:
+            rel = f"{track.genre}/{Path(track.path).name}"
+            report.unreadable.append((rel, problem[1]))
+            log.warning("%s: %s (%s), left in place", rel, *problem)
         else:
             found.append((track, *problem))
     if not found:
