@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import tone, write_audio
 
 REPO = Path(__file__).resolve().parents[1]
 NUM_SAMPLES = 3
@@ -212,4 +213,27 @@ def test_sigterm_then_kill_9_mid_final_seeds_does_not_search_again(
     finish(args, tmp_path)
     # The search was not run again: no trial was added, rerun or touched.
     assert {d.name: files(d) for d in trial_dirs(tmp_path)} == searched
+    check_finished_sweep(tmp_path)
+
+
+def test_sigint_while_preparing_and_sigterm_in_final_seeds(tmp_path: Path):
+    """The two other stages: stopped while the features are computed (Ray Data), and while the
+    final seeds train; each time status 130 and the --resume line, then it finishes."""
+    root = tmp_path / "ds"
+    for g, base in (("blues", 220.0), ("metal", 880.0), ("pop", 3520.0)):
+        for i in range(16):
+            write_audio(root / g / f"{g}.{i:05d}.wav", tone(base * (1 + 0.01 * i), 20.0, seed=i))
+    args = sweep_args(root, tmp_path)
+    proc = start(args, tmp_path)
+    wait_for("a first cached array", lambda: any((tmp_path / "cache").rglob("*.npy")), proc)
+    interrupt(proc, signal.SIGINT)
+    assert not trial_dirs(tmp_path)  # stopped before the search began
+
+    proc = start(args, tmp_path, resume=True)
+    seed_log = tmp_path / "results" / "E0" / "seed_0" / "train_log.csv"
+    wait_for("the first final-seed epoch", seed_log.exists, proc)
+    interrupt(proc, signal.SIGTERM)
+    assert not (tmp_path / "results" / "E0" / "summary.json").exists()
+
+    finish(args, tmp_path)
     check_finished_sweep(tmp_path)
