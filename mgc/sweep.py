@@ -445,6 +445,10 @@ def summarise(
         "params": seeds[0]["params"],
         "pretrained": seeds[0].get("pretrained", "scratch"),
         "split": seeds[0]["split"],
+        # Tracks per part, and how many of the split's tracks the dataset lacks (the
+        # fault-filtered split names 290 test tracks; a dataset may hold fewer).
+        "n_tracks": seeds[0].get("n_tracks"),
+        "missing_tracks": seeds[0].get("missing_tracks"),
         "seeds": [m["seed"] for m in seeds],
         "best_params": params,
         "n_trials": n_trials,

@@ -259,3 +259,10 @@ def test_rows_are_ordered_by_split_and_compared_with_the_right_row(tmp_path: Pat
     assert table["Experiment"].tolist() == ["E0", "M1", "D7", "E1", "E0-ff", "E2-ff"]
     against = [cell.rsplit(" vs ", 1)[-1] for cell in table["ΔF1 [95% CI] vs"]]
     assert against == ["–", "E0", "E0", "E0", "–", "E0-ff"]
+    # A split the dataset covers in part says how many of its test tracks were held.
+    summary = json.loads((tmp_path / "E0-ff" / "summary.json").read_text())
+    summary["n_tracks"] = {"train": 300, "valid": 140, "test": 238}
+    summary["missing_tracks"] = {"train": 143, "valid": 57, "test": 52}
+    (tmp_path / "E0-ff" / "summary.json").write_text(json.dumps(summary))
+    split = collect(tmp_path).set_index("Experiment").loc["E0-ff", "Split"]
+    assert split == "fault_filtered, 238 of 290 test tracks (track level, 1 seed)"
