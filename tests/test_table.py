@@ -169,6 +169,33 @@ def test_python_m_exit_code_for_missing_folder(tmp_path: Path) -> None:
     assert proc.stderr.splitlines() == [f"error: {tmp_path / 'nope'}: results folder not found"]
 
 
+def write_row(
+    root: Path, name: str, tracks: list[str], preds: list[list[str]], **summary: object
+) -> None:
+    """results/<name>/ as a sweep leaves it: summary.json and each seed's predictions.csv."""
+    truth = [t.split("/")[0] for t in tracks]
+    genres = sorted(set(truth))
+    summary = {
+        "experiment": name,
+        "model": "cnn4",
+        "augmentation": "none",
+        "strategy": "Adam",
+        "params": 10,
+        "split": "stratified",
+        "seeds": list(range(len(preds))),
+        **{f"test_track_{m}_{k}": 0.5 for m in ("accuracy", "macro_f1") for k in ("mean", "std")},
+        **summary,
+    }
+    (root / name).mkdir()
+    (root / name / "summary.json").write_text(json.dumps(summary))
+    for seed, pred in enumerate(preds):
+        frame = pd.DataFrame({"track": tracks, "true_genre": truth, "predicted_genre": pred})
+        for g in genres:
+            frame[f"p_{g}"] = [float(p == g) for p in pred]
+        (root / name / f"seed_{seed}").mkdir()
+        frame.to_csv(root / name / f"seed_{seed}" / "predictions.csv", index=False)
+
+
 def test_intervals_and_row_differences_from_the_seed_predictions(tmp_path: Path) -> None:
     """Two rows on the same 40 test tracks; E1's seeds are right far more often than E0's."""
     rng = np.random.default_rng(0)
@@ -176,36 +203,29 @@ def test_intervals_and_row_differences_from_the_seed_predictions(tmp_path: Path)
     tracks = [f"{g}/{g}.{i:05d}" for g in genres for i in range(10)]
     truth = [t.split("/")[0] for t in tracks]
     for name, accuracy in (("E0", 0.5), ("E1", 0.95)):
-        summary = {
-            "experiment": name,
-            "model": "cnn4",
-            "augmentation": "none",
-            "strategy": "Adam",
-            "params": 10,
-            "split": "stratified",
-            "seeds": [0, 1],
-            "test_track_accuracy_mean": accuracy,
-            "test_track_accuracy_std": 0.01,
-            "test_track_macro_f1_mean": accuracy,
-            "test_track_macro_f1_std": 0.01,
-            "budget": {"grid_trial_epochs": 240},
-            "trial_epochs_run": 75,
-            "sweep_seconds": 5400.0,
-            "cpu_hours": 3.0,
-        }
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "summary.json").write_text(json.dumps(summary))
-        for seed in (0, 1):
+        preds = []
+        for _ in (0, 1):
             right = rng.random(len(tracks)) < accuracy
-            pred = [
-                t if r else genres[(genres.index(t) + 1) % 4]
-                for t, r in zip(truth, right, strict=True)
-            ]
-            frame = pd.DataFrame({"track": tracks, "true_genre": truth, "predicted_genre": pred})
-            for g in genres:
-                frame[f"p_{g}"] = [float(p == g) for p in pred]
-            (tmp_path / name / f"seed_{seed}").mkdir()
-            frame.to_csv(tmp_path / name / f"seed_{seed}" / "predictions.csv", index=False)
+            preds.append(
+                [
+                    t if r else genres[(genres.index(t) + 1) % 4]
+                    for t, r in zip(truth, right, strict=True)
+                ]
+            )
+        write_row(
+            tmp_path,
+            name,
+            tracks,
+            preds,
+            test_track_accuracy_mean=accuracy,
+            test_track_accuracy_std=0.01,
+            test_track_macro_f1_mean=accuracy,
+            test_track_macro_f1_std=0.01,
+            budget={"grid_trial_epochs": 240},
+            trial_epochs_run=75,
+            sweep_seconds=5400.0,
+            cpu_hours=3.0,
+        )
     table = collect(tmp_path)
     e0, e1 = table.to_dict("records")
     assert e0["ΔF1 [95% CI] vs"] == "–"
@@ -235,26 +255,7 @@ def test_rows_are_ordered_by_split_and_compared_with_the_right_row(tmp_path: Pat
         "E2-ff": "fault_filtered",
     }
     for name, split in rows.items():
-        summary = {
-            "experiment": name,
-            "model": "cnn4",
-            "augmentation": "none",
-            "strategy": "Adam",
-            "params": 10,
-            "split": split,
-            "seeds": [0],
-            **{
-                f"test_track_{m}_{k}": 0.5
-                for m in ("accuracy", "macro_f1")
-                for k in ("mean", "std")
-            },
-        }
-        (tmp_path / name / "seed_0").mkdir(parents=True)
-        (tmp_path / name / "summary.json").write_text(json.dumps(summary))
-        frame = pd.DataFrame({"track": tracks, "true_genre": truth, "predicted_genre": truth})
-        for g in ("blues", "jazz"):
-            frame[f"p_{g}"] = [float(t == g) for t in truth]
-        frame.to_csv(tmp_path / name / "seed_0" / "predictions.csv", index=False)
+        write_row(tmp_path, name, tracks, [truth], split=split)
     table = collect(tmp_path)
     assert table["Experiment"].tolist() == ["E0", "M1", "D7", "E1", "E0-ff", "E2-ff"]
     against = [cell.rsplit(" vs ", 1)[-1] for cell in table["ΔF1 [95% CI] vs"]]
