@@ -252,6 +252,28 @@ def test_failed_trial_is_retried_from_its_checkpoint(
 
 
 @pytest.mark.slow
+def test_a_trial_that_keeps_failing_is_recorded_and_the_sweep_goes_on(
+    flaky_ray: Path, synth_dataset: Path, tmp_path: Path
+):
+    (flaky_ray / "fail-after-first-epoch").touch()
+    overrides = smoke_overrides(synth_dataset, tmp_path) + [
+        "train.epochs=2",
+        "sweep.max_failures=0",  # no retry: the failure stands
+        "sweep.final_seeds=[0]",
+        "sweep.wandb.enabled=off",
+    ]
+    result = run_sweep(REPO / "ablations" / "e0.yaml", overrides)
+    failed = [t for t in result.summary["trials"] if "error" in t]
+    assert len(result.summary["trials"]) == 2 and len(failed) == 1
+    assert failed[0]["error"].endswith("injected failure after an epoch")
+    assert result.summary["failed_trials"] == 1
+    # The failed trial's epoch counts in the cost; the table says a trial failed.
+    assert result.summary["trial_epochs_run"] == sum(t["epochs"] for t in result.summary["trials"])
+    table = (tmp_path / "results" / "table.md").read_text()
+    assert "(1 failed)" in table
+
+
+@pytest.mark.slow
 def test_interrupted_sweep_resumes(flaky_ray: Path, synth_dataset: Path, tmp_path: Path):
     overrides = smoke_overrides(synth_dataset, tmp_path) + [
         "sweep.max_failures=0",
