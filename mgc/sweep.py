@@ -284,10 +284,20 @@ def wandb_callbacks(cfg: Config) -> list:
     mode = wandb_mode(cfg)
     if mode == "disabled":
         return []
-    from ray.air.integrations.wandb import WandbLoggerCallback
+    from ray.air.integrations.wandb import WandbLoggerCallback, _WandbLoggingActor
+
+    class LoggingActor(_WandbLoggingActor):
+        def run(self) -> None:
+            super().run()
+            # Close W&B's service while the actor is alive: Ray ends the actor next, and W&B's
+            # own exit hook then fails on the vanished service with a traceback on the terminal.
+            self._wandb.teardown()
+
+    class Callback(WandbLoggerCallback):
+        _logger_actor_cls = LoggingActor
 
     return [
-        WandbLoggerCallback(
+        Callback(
             project=cfg.sweep.wandb.project,
             entity=cfg.sweep.wandb.entity,
             group=cfg.experiment.name,
@@ -578,15 +588,11 @@ def main(argv: list[str] | None = None) -> int:
     overrides = list(args.overrides) + (["sweep.wandb.enabled=false"] if args.no_wandb else [])
 
     def sweep() -> int:
+        from mgc.table import row_line
+
         result = run_sweep(args.ablation, overrides, resume=args.resume)
         s = result.summary
-        print(
-            f"{s['experiment']} ({s['split']} split, {len(s['seeds'])} seeds): test track acc "
-            f"{100 * s['test_track_accuracy_mean']:.1f} ± {100 * s['test_track_accuracy_std']:.1f}, "
-            f"macro-F1 {100 * s['test_track_macro_f1_mean']:.1f} ± "
-            f"{100 * s['test_track_macro_f1_std']:.1f}; "
-            f"{s['n_trials']} trials in {s['sweep_seconds'] / 60:.1f} min"
-        )
+        print(f"{row_line(s)}; {s['n_trials']} trials in {s['sweep_seconds'] / 60:.1f} min")
         print(
             f"results: {result.experiment_dir}  table: {result.experiment_dir.parent / 'table.md'}"
         )

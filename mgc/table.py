@@ -62,12 +62,21 @@ def _write(path: Path, text: str) -> Path:
     return path
 
 
-def _pm(summary: dict[str, Any], key: str) -> str:
+def mean_std(summary: dict[str, Any], key: str) -> str:
     mean = f"{100 * summary[f'{key}_mean']:.1f}"
     # One seed has no spread; "± 0.0" would claim one. The Split column says "1 seed".
     if len(summary["seeds"]) < 2:
         return mean
     return f"{mean} ± {100 * summary[f'{key}_std']:.1f}"
+
+
+def row_line(s: dict[str, Any]) -> str:
+    """One line for a finished row: its split, seeds and test track accuracy and macro-F1."""
+    n = len(s["seeds"])
+    return (
+        f"{s['experiment']} ({s['split']} split, {n} seed{'' if n == 1 else 's'}): test track "
+        f"acc {mean_std(s, 'test_track_accuracy')}, macro-F1 {mean_std(s, 'test_track_macro_f1')}"
+    )
 
 
 def _ci(interval: Interval | None) -> str:
@@ -116,8 +125,8 @@ def _row(s: dict[str, Any], evidence: dict[str, Any]) -> dict[str, str]:
         "Augmentation": s["augmentation"],
         "Optimizer/Strategy": s["strategy"],
         "Params": f"{s['params']:,}",
-        "Test Acc": _pm(s, "test_track_accuracy"),
-        "Macro-F1": _pm(s, "test_track_macro_f1"),
+        "Test Acc": mean_std(s, "test_track_accuracy"),
+        "Macro-F1": mean_std(s, "test_track_macro_f1"),
         "Acc 95% CI": _ci(evidence.get("accuracy")),
         "F1 95% CI": _ci(evidence.get("macro_f1")),
         "ΔF1 [95% CI] vs": _delta(evidence.get("delta_f1"), evidence.get("delta_vs")),

@@ -34,7 +34,7 @@ from mgc.device import machine
 from mgc.fsio import atomic_write
 from mgc.metrics import classification_metrics, evaluate_predictions
 from mgc.sweep import summarise
-from mgc.table import write_seed_csv, write_tables
+from mgc.table import row_line, write_seed_csv, write_tables
 
 log = logging.getLogger(__name__)
 
@@ -337,13 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     def tabular() -> int:
         result = run_tabular(args.features_csv, config, overrides)
         s = result.summary
-        print(
-            f"{s['experiment']} ({s['split']} split, {len(s['seeds'])} seeds): test track acc "
-            f"{100 * s['test_track_accuracy_mean']:.1f} ± {100 * s['test_track_accuracy_std']:.1f}, "
-            f"macro-F1 {100 * s['test_track_macro_f1_mean']:.1f} ± "
-            f"{100 * s['test_track_macro_f1_std']:.1f}; C = {s['best_params']['C']:g} of "
-            f"{s['n_trials']} on validation"
-        )
+        print(f"{row_line(s)}; C = {s['best_params']['C']:g} of {s['n_trials']} on validation")
         out = result.experiment_dir
         print(f"results: {out}  table: {out.parent / 'table.md'}")
         return 0

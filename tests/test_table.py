@@ -267,3 +267,15 @@ def test_rows_are_ordered_by_split_and_compared_with_the_right_row(tmp_path: Pat
     (tmp_path / "E0-ff" / "summary.json").write_text(json.dumps(summary))
     split = collect(tmp_path).set_index("Experiment").loc["E0-ff", "Split"]
     assert split == "fault_filtered, 238 of 290 test tracks (track level, 1 seed)"
+
+
+def test_a_one_seed_row_claims_no_spread() -> None:
+    from mgc.table import row_line
+
+    s = {"experiment": "E0", "split": "stratified", "seeds": [0]}
+    s.update(
+        {f"test_track_{m}_{k}": 0.5 for m in ("accuracy", "macro_f1") for k in ("mean", "std")}
+    )
+    assert row_line(s) == "E0 (stratified split, 1 seed): test track acc 50.0, macro-F1 50.0"
+    s["seeds"] = [0, 1, 2]
+    assert row_line(s).endswith("acc 50.0 ± 50.0, macro-F1 50.0 ± 50.0")
