@@ -142,6 +142,9 @@ class ExperimentConfig:
     description: str = ""
     augmentation: str = "none"
     strategy: str = "Adam"
+    # The row this one changes one thing from, for the table's ΔF1 (on the same split); unset:
+    # the ablation row before it.
+    compare_with: str | None = None
 
 
 @dataclass

@@ -452,6 +452,7 @@ def summarise(
         "model": cfg.model.name,
         "augmentation": cfg.experiment.augmentation,
         "strategy": cfg.experiment.strategy,
+        "compare_with": cfg.experiment.compare_with,
         "params": seeds[0]["params"],
         "pretrained": seeds[0].get("pretrained", "scratch"),
         "split": seeds[0]["split"],

@@ -279,3 +279,20 @@ def test_a_one_seed_row_claims_no_spread() -> None:
     assert row_line(s) == "E0 (stratified split, 1 seed): test track acc 50.0, macro-F1 50.0"
     s["seeds"] = [0, 1, 2]
     assert row_line(s).endswith("acc 50.0 ± 50.0, macro-F1 50.0 ± 50.0")
+
+
+def test_a_row_naming_its_base_is_compared_with_it(tmp_path: Path) -> None:
+    """E5 builds on E3, not on the E4 reference above it; on another split the namesake counts."""
+    tracks = [f"{g}/{g}.{i:05d}" for g in ("blues", "jazz") for i in range(6)]
+    truth = [t.split("/")[0] for t in tracks]
+    for name, split, base in (
+        ("E3", "stratified", None),
+        ("E4", "stratified", "E3"),
+        ("E5", "stratified", "E3"),
+        ("E3-ff", "fault_filtered", None),
+        ("E4-ff", "fault_filtered", None),
+        ("E5-ff", "fault_filtered", "E3"),
+    ):
+        write_row(tmp_path, name, tracks, [truth], split=split, compare_with=base)
+    against = [cell.rsplit(" vs ", 1)[-1] for cell in collect(tmp_path)["ΔF1 [95% CI] vs"]]
+    assert against == ["–", "E3", "E3", "–", "E3-ff", "E3-ff"]
