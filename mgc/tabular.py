@@ -70,6 +70,9 @@ class TabularData:
     parts: dict[str, Part]
     split_name: str
     missing: dict[str, int]  # tracks of each part without a row in the table
+    split_missing: dict[
+        str, int
+    ]  # tracks the split names that the dataset lacks (as for a CNN row)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -120,7 +123,7 @@ def split_rows(table: pd.DataFrame, cfg: Config, source: str = "feature table") 
     """The table's rows of each part of cfg's split: the tracks the CNN rows train, validate and
     test on (`split_tracks`, the loader's own split), in the same order. Tracks without a row are
     left out with one warning; rows of tracks in no part are not used."""
-    genres, parts, split_name, _ = split_tracks(cfg)
+    genres, parts, split_name, split_missing = split_tracks(cfg)
     label_of = {g: i for i, g in enumerate(genres)}
     out: dict[str, Part] = {}
     missing: dict[str, int] = {}
@@ -157,7 +160,7 @@ def split_rows(table: pd.DataFrame, cfg: Config, source: str = "feature table") 
                 f"{source}: no rows for the {part} tracks of split {split_name} in "
                 f"{cfg.data.root} (wrong table, or file names not of the form <genre>.<number>.*?)"
             )
-    return TabularData(genres, out, split_name, missing)
+    return TabularData(genres, out, split_name, missing, split_missing)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,7 +233,8 @@ def run_seed(
         "params": sklearn_param_count(model),
         "pretrained": "scratch",
         "split": data.split_name,
-        "missing_tracks": data.missing,
+        "missing_tracks": data.split_missing,
+        "missing_feature_rows": data.missing,
         "skipped_files": [],
         "seed": seed,
         "device": "cpu",
