@@ -263,11 +263,16 @@ def prepare_features(cfg: Config) -> Budget:
         [frames[t.path] for t in parts["valid"] if t.path in frames],
     )
     res = cfg.sweep.resources
-    cpus = ray.cluster_resources().get("CPU", 1.0)
-    concurrent = cfg.sweep.max_concurrent or max(1, int(cpus // max(res.cpus_per_trial, 1e-9)))
+    concurrent = trial_concurrency(cfg, ray.cluster_resources().get("CPU", 1.0))
     rate = time_training_step(cfg, threads=max(1, int(res.cpus_per_trial)))
-    log.info(budget.describe(rate, min(concurrent, cfg.sweep.num_samples)))
+    log.info(budget.describe(rate, concurrent))
     return budget
+
+
+def trial_concurrency(cfg: Config, cpus: float) -> int:
+    """How many trials run at once on `cpus` CPUs: sweep.max_concurrent, else as many as fit."""
+    fit = max(1, int(cpus // max(cfg.sweep.resources.cpus_per_trial, 1e-9)))
+    return min(cfg.sweep.max_concurrent or fit, cfg.sweep.num_samples)
 
 
 def wandb_mode(cfg: Config) -> str:
