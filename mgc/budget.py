@@ -77,22 +77,29 @@ class Budget:
         # Validation is forward only, about a third of a training step's work per sample.
         return (self.train_samples_per_epoch + self.valid_samples / 3) / samples_per_s
 
-    def describe(self, samples_per_s: float, concurrent: int) -> str:
+    def describe(self, samples_per_s: float, slots: int) -> str:
+        """The budget in one line, with an estimate of its hours when `slots` runs (trials,
+        then final seeds) go at once, each at `samples_per_s`."""
         epoch = self.epoch_seconds(samples_per_s)
-        search = self.expected_trial_epochs * epoch / max(1, concurrent)
-        seeds = (
-            self.final_seeds * self.max_epochs * epoch / max(1, min(concurrent, self.final_seeds))
-        )
-        return (
-            f"budget: {self.num_samples} trials x up to {self.max_epochs} epochs, ASHA grace "
+        trials_at_once = max(1, min(slots, self.num_samples))
+        seeds_at_once = max(1, min(slots, self.final_seeds))
+        search = self.expected_trial_epochs * epoch / trials_at_once
+        seeds = self.final_seeds * self.max_epochs * epoch / seeds_at_once
+        search_part = (
+            f"{self.num_samples} trials x up to {self.max_epochs} epochs, ASHA grace "
             f"{self.grace_period} rf {self.reduction_factor}: ~{self.expected_trial_epochs:.0f} "
             f"trial-epochs expected (all to the end: {self.grid_trial_epochs}), then "
-            f"{self.final_seeds} seeds x {self.max_epochs} epochs; an epoch is "
-            f"{self.train_samples_per_epoch} training windows ("
+            if self.num_samples
+            else "no search, "
+        )
+        return (
+            f"budget: {search_part}{self.final_seeds} seeds x {self.max_epochs} epochs; an "
+            f"epoch is {self.train_samples_per_epoch} training windows ("
             + (f"{self.windows_per_track} per track" if self.windows_per_track else "all of them")
             + f") + {self.valid_samples} validation windows, ~{epoch:.0f} s here "
             f"({samples_per_s:.0f} samples/s timed); ~{(search + seeds) / 3600:.1f} h with "
-            f"{concurrent} trial(s) at a time"
+            + (f"{trials_at_once} trial(s), then " if self.num_samples else "")
+            + f"{seeds_at_once} seed(s) at a time"
         )
 
     def to_dict(self) -> dict[str, Any]:

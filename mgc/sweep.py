@@ -270,9 +270,9 @@ def prepare_features(cfg: Config) -> Budget:
 
 
 def trial_concurrency(cfg: Config, cpus: float) -> int:
-    """How many trials run at once on `cpus` CPUs: sweep.max_concurrent, else as many as fit."""
+    """How many runs go at once on `cpus` CPUs: sweep.max_concurrent, else as many as fit."""
     fit = max(1, int(cpus // max(cfg.sweep.resources.cpus_per_trial, 1e-9)))
-    return min(cfg.sweep.max_concurrent or fit, cfg.sweep.num_samples)
+    return cfg.sweep.max_concurrent or fit
 
 
 def wandb_mode(cfg: Config) -> str:

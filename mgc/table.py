@@ -137,16 +137,18 @@ def _row(s: dict[str, Any], evidence: dict[str, Any]) -> dict[str, str]:
 
 def _compared_with(s: dict[str, Any], done: list[tuple[dict[str, Any], Any]]):
     """The row this row's ΔF1 is measured against, on the same split: the row it names in
-    `compare_with` (its own split's namesake, e.g. E2-ff for E2) when that is there; else for an
-    ablation row the ablation row before it, for a reference row (M1, D7) that split's E0; None
-    for the first."""
+    `compare_with` when that is there, with as much of this row's own suffix as names a row (E4
+    for E4-long; E4-ff for E4-ff and for E4-long-ff); else for an ablation row the ablation row
+    before it, for a reference row (M1, D7) that split's E0; None for the first."""
     same_split = [(r, p) for r, p in done if r["split"] == s["split"] and not is_reference(r)]
     named = s.get("compare_with")
     if named:
-        suffix = str(s["experiment"])[len(str(s["experiment"]).split("-")[0]) :]
-        for r, p in same_split:
-            if r["experiment"] in (named, f"{named}{suffix}"):
-                return r, p
+        parts = str(s["experiment"]).split("-")[1:]
+        by_name = {r["experiment"]: (r, p) for r, p in same_split}
+        for i in range(len(parts) + 1):
+            candidate = "-".join([named, *parts[i:]])
+            if candidate in by_name:
+                return by_name[candidate]
     if is_reference(s):
         same_split = [(r, p) for r, p in same_split if str(r["experiment"]).startswith("E0")][:1]
     return same_split[-1] if same_split else None

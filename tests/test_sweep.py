@@ -315,8 +315,19 @@ def test_asha_trial_epochs_and_the_budget_line():
     budget = Budget.of(cfg, train_frames=[1293] * 10, valid_frames=[1293] * 2)
     assert budget.train_samples_per_epoch == 40 and budget.valid_samples == 20
     assert budget.grid_trial_epochs == 81 and budget.expected_trial_epochs == pytest.approx(21.0)
-    line = budget.describe(samples_per_s=10.0, concurrent=2)
+    line = budget.describe(samples_per_s=10.0, slots=2)
     assert "~21 trial-epochs expected (all to the end: 81)" in line and "4 per track" in line
+    # 21 trial-epochs two at a time, then 3 seeds x 9 epochs two at a time; 4.67 s an epoch.
+    assert "~0.0 h with 2 trial(s), then 2 seed(s) at a time" in line
+    no_search = Budget.of(
+        load_config(None, ["sweep.num_samples=0", "train.epochs=9", "train.windows_per_track=4"]),
+        train_frames=[1293] * 10,
+        valid_frames=[1293] * 2,
+    )
+    # 3 seeds x 9 epochs of 233 s, two seeds at a time: 3,150 s (one at a time: 1.75 h).
+    line = no_search.describe(samples_per_s=0.2, slots=2)
+    assert line.startswith("budget: no search, 3 seeds x 9 epochs") and "trial" not in line
+    assert line.endswith("~0.9 h with 2 seed(s) at a time")
 
 
 def test_time_spent_adds_up_across_interruptions(tmp_path: Path):

@@ -282,17 +282,24 @@ def test_a_one_seed_row_claims_no_spread() -> None:
 
 
 def test_a_row_naming_its_base_is_compared_with_it(tmp_path: Path) -> None:
-    """E5 builds on E3, not on the E4 reference above it; on another split the namesake counts."""
+    """E5 builds on E3, not on the E4 reference above it; on another split the namesake counts,
+    also for a variant row (E4-long against E4; E5-long-ff against E3-ff, not the E5-ff before it)."""
     tracks = [f"{g}/{g}.{i:05d}" for g in ("blues", "jazz") for i in range(6)]
     truth = [t.split("/")[0] for t in tracks]
     for name, split, base in (
         ("E3", "stratified", None),
         ("E4", "stratified", "E3"),
+        ("E4-long", "stratified", "E4"),
         ("E5", "stratified", "E3"),
         ("E3-ff", "fault_filtered", None),
         ("E4-ff", "fault_filtered", None),
         ("E5-ff", "fault_filtered", "E3"),
+        ("E5-long-ff", "fault_filtered", "E3"),
     ):
         write_row(tmp_path, name, tracks, [truth], split=split, compare_with=base)
-    against = [cell.rsplit(" vs ", 1)[-1] for cell in collect(tmp_path)["ΔF1 [95% CI] vs"]]
-    assert against == ["–", "E3", "E3", "–", "E3-ff", "E3-ff"]
+    table = collect(tmp_path)
+    assert list(table["Experiment"]) == [
+        "E3", "E4", "E4-long", "E5", "E3-ff", "E4-ff", "E5-ff", "E5-long-ff"
+    ]  # fmt: skip
+    against = [cell.rsplit(" vs ", 1)[-1] for cell in table["ΔF1 [95% CI] vs"]]
+    assert against == ["–", "E3", "E4", "E3", "–", "E3-ff", "E3-ff", "E3-ff"]
