@@ -25,6 +25,20 @@ def config_and_overrides(config: str | None, overrides: list[str]) -> tuple[str 
     return config, list(overrides)
 
 
+def _disconnect_ray() -> None:
+    """Leave a Ray this command connected to before saying how to go on: Ray's driver otherwise
+    logs its own shutdown errors after the hint (`task_manager.cc: Failed to push error …`).
+    Stops the workers of a local Ray; a cluster's are left running. Ray is only looked up, never
+    imported here."""
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return
+    try:
+        ray.shutdown()
+    except (Exception, KeyboardInterrupt):  # a second Ctrl-C, or Ray already half down
+        pass
+
+
 def _stop_as_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # SIGTERM (a scheduler, `kill`) stops the way Ctrl-C does
 
@@ -42,6 +56,7 @@ def run_command(body: Callable[[], int], on_interrupt: str | Callable[[], str] =
         print(f"error: {' '.join(str(exc).split()) or type(exc).__name__}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        _disconnect_ray()
         hint = on_interrupt() if callable(on_interrupt) else on_interrupt
         print(f"\ninterrupted{': ' + hint if hint else ''}", file=sys.stderr)
         return 130
