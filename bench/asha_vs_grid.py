@@ -214,6 +214,16 @@ def curve_of(result, metric: str) -> dict:
     }
 
 
+def read_json(path: Path, remedy: str) -> dict:
+    """A stored JSON file, or a one-line exit naming the file and what to do."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SystemExit(f"error: {path}: not found; {remedy}") from None
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"error: {path}: not valid JSON ({exc})") from None
+
+
 def proposal_index(trial_dir: str) -> int:
     """The n of Ray's trial folder `<trainable>_<id>_<n>_<params>_<date>`: trials are created, and
     configurations proposed, in that order (a restored ResultGrid does not keep it)."""
@@ -271,9 +281,9 @@ def main() -> int:
     cfg, space = load_sweep(args.ablation, args.overrides)
     row = cfg.experiment.name
     results = Path(cfg.sweep.results_dir)
-    asha = json.loads((results / row / "summary.json").read_text())
+    asha = read_json(results / row / "summary.json", f"run the row's sweep first: {args.ablation}")
     if args.replay_only:
-        result = json.loads((results / "asha_vs_grid.json").read_text())
+        result = read_json(results / "asha_vs_grid.json", "run this without --replay-only first")
     else:
         grid_overrides = [
             *args.overrides,
@@ -293,7 +303,9 @@ def main() -> int:
         f"{budget['num_samples']} trials × up to {budget['max_epochs']} epochs "
         f"({budget['windows_per_track']} windows per track per epoch); ASHA grace "
         f"{budget['grace_period']}, reduction factor {budget['reduction_factor']}; grid run on "
-        f"{result['machine'].get('cpu', '?')}, {result['grid_seconds'] / 60:.1f} min."
+        f"{result['machine'].get('cpu', '?')} "
+        f"({'native' if result['machine'].get('native_bf16') else 'no native'} bf16, "
+        f"{result['machine'].get('threads', '?')} threads), {result['grid_seconds'] / 60:.1f} min."
     )
     atomic_write(results / "asha_vs_grid.json", json.dumps(result, indent=1) + "\n")
     text = (

@@ -70,9 +70,8 @@ class TabularData:
     parts: dict[str, Part]
     split_name: str
     missing: dict[str, int]  # tracks of each part without a row in the table
-    split_missing: dict[
-        str, int
-    ]  # tracks the split names that the dataset lacks (as for a CNN row)
+    # Tracks the split names that the dataset lacks (as for a CNN row).
+    split_missing: dict[str, int]
 
 
 # ---------------------------------------------------------------------------------------------

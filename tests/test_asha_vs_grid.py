@@ -104,3 +104,13 @@ def test_replay_check_line_says_whether_the_decisions_match(bench):
     used = next(r for r in rows if r["used_by_the_rows"])
     assert "the same decisions" in bench.replay_markdown(rows, 1, used["epochs_per_trial"])
     assert "differ" in bench.replay_markdown(rows, 1, [4, 4, 4])
+
+
+def test_a_missing_or_broken_stored_file_is_one_line_naming_it(bench, tmp_path):
+    with pytest.raises(SystemExit, match=r"summary\.json: not found; run the row's sweep first"):
+        bench.read_json(tmp_path / "summary.json", "run the row's sweep first")
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(SystemExit, match=r"bad\.json: not valid JSON"):
+        bench.read_json(tmp_path / "bad.json", "")
+    (tmp_path / "ok.json").write_text('{"a": 1}')
+    assert bench.read_json(tmp_path / "ok.json", "") == {"a": 1}
