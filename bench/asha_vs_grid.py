@@ -26,11 +26,11 @@ from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mgc.budget import time_spent  # noqa: E402
-from mgc.cluster import init_ray  # noqa: E402
-from mgc.device import machine  # noqa: E402
-from mgc.fsio import atomic_write  # noqa: E402
-from mgc.sweep import (  # noqa: E402
+from mgc.core.cluster import init_ray  # noqa: E402
+from mgc.core.device import machine  # noqa: E402
+from mgc.core.fsio import atomic_write  # noqa: E402
+from mgc.run.budget import time_spent  # noqa: E402
+from mgc.run.sweep import (  # noqa: E402
     load_sweep,
     prepare_features,
     run_trials,

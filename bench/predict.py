@@ -21,8 +21,8 @@ from clip to clip, so a burst of load from other processes reaches all of them a
 variant is warmed up on the first clip first (librosa's, oneDNN's and onnxruntime's first-call
 costs are not counted).
 
-Part 2, files/s on a folder: `mgc.predict.predict_local` (one process, torch's default threads)
-against `mgc.predict.predict_ray` on --cpus CPUs (one worker a CPU, one thread each), on the
+Part 2, files/s on a folder: `mgc.serve.predict.predict_local` (one process, torch's default threads)
+against `mgc.serve.predict.predict_ray` on --cpus CPUs (one worker a CPU, one thread each), on the
 first --ray-files clips. Ray's start-up (ray.init, and a first predict_ray call that pays the
 workers' first imports and Ray Data's helper actors) is timed apart, as bench/preprocess.py
 does. Every predict_ray call also starts its own pool of actors (each loads the bundle); a call
@@ -52,18 +52,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mgc.bundle import Bundle, load_bundle  # noqa: E402
+from mgc.core.device import FastPath, choose_fast_path, machine  # noqa: E402
 from mgc.data.datasets import discover  # noqa: E402
-from mgc.device import FastPath, choose_fast_path, machine  # noqa: E402
-from mgc.export import export_bundle, load_exported  # noqa: E402
-from mgc.frontend import Frontend  # noqa: E402
-from mgc.inference import (  # noqa: E402
+from mgc.features.frontend import Frontend  # noqa: E402
+from mgc.models.bundle import Bundle, load_bundle  # noqa: E402
+from mgc.models.inference import (  # noqa: E402
     PREDICT_BATCH,
     Predictor,
     chunk_probabilities,
     track_probabilities,
 )
-from mgc.predict import BUNDLED_MODEL, Options, predict_local, predict_ray  # noqa: E402
+from mgc.serve.export import export_bundle, load_exported  # noqa: E402
+from mgc.serve.predict import BUNDLED_MODEL, Options, predict_local, predict_ray  # noqa: E402
 
 OUT_JSON = Path(__file__).resolve().parent / "out" / "predict.json"
 STAGES = ["read", "decode", "log-mel", "windows+norm", "model", "aggregate"]
@@ -265,7 +265,8 @@ def per_clip(
         "onnx_parity_max_abs": exported.parity,
         "onnx_opset": exported.opset,
         "clip_seconds": statistics.median(
-            len(mgc.frontend.decode(p)) / mgc.bundle.features.sample_rate for p in clips[:10]
+            len(mgc.features.frontend.decode(p)) / mgc.models.bundle.features.sample_rate
+            for p in clips[:10]
         ),
     }
     return runners, setup
@@ -367,7 +368,7 @@ def report_per_clip(
 def folder_rates(files: list[Path], model_path: Path, cpus: int, threads: int) -> dict[str, Any]:
     import ray
 
-    from mgc.cluster import init_ray
+    from mgc.core.cluster import init_ray
 
     torch.set_num_threads(threads)  # predict_local as `python -m mgc.predict` runs it
     bundle = load_bundle(model_path)

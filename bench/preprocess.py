@@ -1,11 +1,11 @@
-"""Preprocessing throughput: the seed projects' librosa loop against `mgc.prepare`, in one run.
+"""Preprocessing throughput: the seed projects' librosa loop against `mgc.data.prepare`, in one run.
 
     python bench/preprocess.py --data ../shared/data/gtzan [--limit N] [--cpus 2] [--rounds 3]
 
 (a) librosa loop: librosa.load + feature.melspectrogram + power_to_db, one file at a time, in
     this process (librosa warmed up first so its one-off JIT start is not counted);
-(b) mgc.prepare cold: empty cache, Ray Data over --cpus workers;
-(c) mgc.prepare warm: the same again, everything cached.
+(b) mgc.data.prepare cold: empty cache, Ray Data over --cpus workers;
+(c) mgc.data.prepare warm: the same again, everything cached.
 (a) and (b) alternate for --rounds rounds, Ray shut down while the loop runs; each round gives a
 ratio and the median of those is the result. Ray's start-up (ray.init, each worker's first
 imports, Ray Data's helper actors) is timed on its own and reported beside the rates, not inside
@@ -27,10 +27,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mgc.cluster import init_ray  # noqa: E402
-from mgc.config import load_config  # noqa: E402
+from mgc.core.cluster import init_ray  # noqa: E402
+from mgc.core.config import load_config  # noqa: E402
 from mgc.data.datasets import discover  # noqa: E402
-from mgc.prepare import prepare  # noqa: E402
+from mgc.data.prepare import prepare  # noqa: E402
 
 
 def librosa_loop(paths: list[str]) -> float:
@@ -113,7 +113,7 @@ def main() -> int:
             assert cold.computed == n - cold.failed, cold
             colds.append(cold.seconds)
             print(
-                f"round {i + 1}: (a) librosa loop {n / loops[-1]:6.1f} tracks/s, (b) mgc.prepare "
+                f"round {i + 1}: (a) librosa loop {n / loops[-1]:6.1f} tracks/s, (b) mgc.data.prepare "
                 f"cold {n / colds[-1]:6.1f} tracks/s: {loops[-1] / colds[-1]:.2f}x; Ray start-up "
                 f"{inits[-1]:.1f} s ray.init + {warmups[-1]:.1f} s worker warm-up (not in rates)"
             )
@@ -122,9 +122,11 @@ def main() -> int:
         loop_s, cold_s = statistics.median(loops), statistics.median(colds)
         ratios = sorted(lp / c for lp, c in zip(loops, colds, strict=True))
         print(f"(a) librosa loop, 1 process : {n / loop_s:7.1f} tracks/s  (median {loop_s:.1f} s)")
-        print(f"(b) mgc.prepare cold        : {n / cold_s:7.1f} tracks/s  (median {cold_s:.1f} s)")
         print(
-            f"(c) mgc.prepare warm        : {n / warm.seconds:7.1f} tracks/s  ({warm.seconds:.2f} s)"
+            f"(b) mgc.data.prepare cold        : {n / cold_s:7.1f} tracks/s  (median {cold_s:.1f} s)"
+        )
+        print(
+            f"(c) mgc.data.prepare warm        : {n / warm.seconds:7.1f} tracks/s  ({warm.seconds:.2f} s)"
         )
         print(
             f"ratio cold / librosa loop   : {statistics.median(ratios):.2f}x median of the rounds "
@@ -182,7 +184,7 @@ def main() -> int:
 
 
 def stage_costs(paths: list[str], keep: bool, repeats: int = 2) -> dict[str, float]:
-    """Milliseconds per track of each stage of `mgc.prepare.process_file`, on one thread:
+    """Milliseconds per track of each stage of `mgc.data.prepare.process_file`, on one thread:
     decoding with libsndfile and as mgc decodes, the log-mel interleaved with decoding as in a
     worker, and hashing + writing the array. With `keep`, glibc keeps freed memory first (what
     the prepare workers do). Meant for a fresh process: glibc's allocator adapts as a process runs,
@@ -191,11 +193,11 @@ def stage_costs(paths: list[str], keep: bool, repeats: int = 2) -> dict[str, flo
     import torch
     import torchaudio.transforms as T
 
-    from mgc.audio import load_audio
-    from mgc.config import FeatureConfig
+    from mgc.core.audio import load_audio
+    from mgc.core.config import FeatureConfig
     from mgc.data.cache import FeatureStore, content_hash
-    from mgc.features import LogMel, logmel_numpy
-    from mgc.prepare import keep_freed_memory
+    from mgc.data.prepare import keep_freed_memory
+    from mgc.features.transforms import LogMel, logmel_numpy
 
     if keep:
         keep_freed_memory()
@@ -310,7 +312,7 @@ def cpu_use_by_role(
 
 def warm_workers(n: int, rounds: int = 5) -> float:
     """Bring Ray to the state a long-lived cluster is in: each of the n workers has run a Ray Data
-    map task that imported mgc.prepare (torch, Ray Data's worker-side modules, pyarrow), and Ray
+    map task that imported mgc.data.prepare (torch, Ray Data's worker-side modules, pyarrow), and Ray
     Data's own helper actors (started by a process's first dataset) are running.
 
     A worker's first Ray Data task costs about 0.7 s more than the next ones here; if only one
@@ -321,7 +323,7 @@ def warm_workers(n: int, rounds: int = 5) -> float:
     def _load(batch: dict) -> dict:
         import os
 
-        import mgc.prepare  # noqa: F401
+        import mgc.data.prepare  # noqa: F401
 
         time.sleep(0.3)
         return {"pid": [os.getpid()] * len(batch["item"])}

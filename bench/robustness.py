@@ -5,7 +5,7 @@ clips (codecs, sample rates, channels, gain, excerpts) against the clean clip's 
 
 The clips are the test part of the bundle's own split (never seen in training). For each clip
 and each perturbation the script writes the perturbed file, runs the same `Predictor` that
-`mgc.predict` uses, and counts how often the top genre equals the clean clip's. It prints one
+`mgc.serve.predict` uses, and counts how often the top genre equals the clean clip's. It prints one
 line per perturbation and writes bench/out/robustness.json.
 """
 
@@ -24,13 +24,13 @@ import soxr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mgc.audio import load_audio, write_m4a  # noqa: E402
-from mgc.bundle import load_bundle  # noqa: E402
-from mgc.config import load_config  # noqa: E402
+from mgc.core.audio import load_audio, write_m4a  # noqa: E402
+from mgc.core.config import load_config  # noqa: E402
+from mgc.core.device import CPU_FP32, machine  # noqa: E402
 from mgc.data.loader import split_tracks  # noqa: E402
-from mgc.device import CPU_FP32, machine  # noqa: E402
-from mgc.inference import Predictor  # noqa: E402
-from mgc.predict import BUNDLED_MODEL  # noqa: E402
+from mgc.models.bundle import load_bundle  # noqa: E402
+from mgc.models.inference import Predictor  # noqa: E402
+from mgc.serve.predict import BUNDLED_MODEL  # noqa: E402
 
 SR = 22050
 

@@ -11,8 +11,8 @@ chunks, (B, 1, 128, 129) per-chunk-normalised synthetic log-mels, 10 classes. Pe
   (b) channels_last, bf16, bf16+channels_last, and with --compile: compile, compile+channels_last
       (torch.compile/inductor; its build time is reported apart and left out of the rate);
       bf16 is marked "emulated" where the CPU has no native bf16 (no AVX-512 BF16 / AMX);
-  (c) mgc-default              `mgc.train.train_epoch` itself with
-      `mgc.train.fast_path(load_config().train)`: what a user gets with the shipped defaults
+  (c) mgc-default              `mgc.run.train.train_epoch` itself with
+      `mgc.run.train.fast_path(load_config().train)`: what a user gets with the shipped defaults
       (train.amp=auto, channels_last=auto, compile=off), batches sliced from a ChunkSet.
 Each variant is warmed up, then timed over N steps; repeats go round-robin over the variants
 so that a burst of load from other processes hits them all alike; the median repeat counts.
@@ -23,7 +23,7 @@ processes' load disturbs less (wall time is what a user waits, CPU time what the
 "util" is CPU seconds per wall second per thread, near 1 when the threads had the cores.
 Results: a table, and bench/out/train_throughput.json.
 
-Accuracy mode (--accuracy DATA_ROOT) trains one model twice with `mgc.train.fit` on the same
+Accuracy mode (--accuracy DATA_ROOT) trains one model twice with `mgc.run.train.fit` on the same
 data, seed and split — fp32 eager (train.amp=off channels_last=off compile=off) and the fast
 variant — and prints both test accuracies and the seconds per epoch.
 """
@@ -49,13 +49,13 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mgc.config import ChunkConfig, FeatureConfig, ModelConfig, load_config  # noqa: E402
+from mgc.core.config import ChunkConfig, FeatureConfig, ModelConfig, load_config  # noqa: E402
+from mgc.core.device import FastPath, choose_fast_path, cpu_has_bf16  # noqa: E402
 from mgc.data.loader import ChunkSet, TrackArray  # noqa: E402
-from mgc.device import FastPath, choose_fast_path, cpu_has_bf16  # noqa: E402
-from mgc.features import normalize_chunks  # noqa: E402
-from mgc.frontend import Frontend  # noqa: E402
+from mgc.features.frontend import Frontend  # noqa: E402
+from mgc.features.transforms import normalize_chunks  # noqa: E402
 from mgc.models import build_model  # noqa: E402
-from mgc.train import fast_path, make_optimizer, train_epoch, train_step  # noqa: E402
+from mgc.run.train import fast_path, make_optimizer, train_epoch, train_step  # noqa: E402
 
 DEFAULT_MODELS = ["small_cnn", "cnn4", "vgg5", "resnet18"]
 OUT_JSON = Path(__file__).resolve().parent / "out" / "train_throughput.json"
@@ -72,7 +72,7 @@ VARIANTS: dict[str, tuple[torch.dtype | None, bool, bool]] = {
 }
 MGC_DEFAULT = "mgc-default"
 
-# variant name → the config overrides that make `mgc.train.fit` run it (accuracy mode)
+# variant name → the config overrides that make `mgc.run.train.fit` run it (accuracy mode)
 VARIANT_OVERRIDES: dict[str, list[str]] = {
     name: [
         f"train.amp={'bf16' if amp else 'off'}",
@@ -119,7 +119,7 @@ def synthetic_batches(n: int, batch: int, n_mels: int, frames: int, classes: int
 def step_runner(
     model: nn.Module, fast: FastPath, batches: list, train_cfg: Any
 ) -> Callable[[int], float]:
-    """The body of `mgc.train.train_epoch` on prepared batches (no slicing from tracks)."""
+    """The body of `mgc.run.train.train_epoch` on prepared batches (no slicing from tracks)."""
     model = copy.deepcopy(model).to(fast.device)
     if fast.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -144,7 +144,7 @@ def step_runner(
 def mgc_default_runner(
     model: nn.Module, batch: int, n_mels: int, frames: int, classes: int
 ) -> tuple[Callable[[int], float], FastPath]:
-    """`mgc.train.train_epoch` as `fit` calls it, on a ChunkSet of synthetic 30-second tracks."""
+    """`mgc.run.train.train_epoch` as `fit` calls it, on a ChunkSet of synthetic 30-second tracks."""
     cfg = load_config(None, [f"train.batch_size={batch}"])
     fast = fast_path(cfg.train)
     model = fast.place(copy.deepcopy(model))
@@ -407,8 +407,8 @@ def accuracy(args: argparse.Namespace) -> int:
     import logging
 
     from mgc.data.loader import load_split_data
-    from mgc.prepare import prepare
-    from mgc.train import fit
+    from mgc.data.prepare import prepare
+    from mgc.run.train import fit
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")  # fit's per-epoch lines
     variant = pick_fast_variant(args.fast_variant, args.accuracy_model, Path(args.out))

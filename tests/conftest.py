@@ -64,9 +64,9 @@ def ray_local():
 def trained_run(tmp_path_factory) -> tuple[Path, Path]:
     """(run folder, dataset): a small cnn4 trained on synthetic tones of three genres, in fp32
     so that results are exact. Shared by the inference, predict and export tests."""
-    from mgc.config import load_config
-    from mgc.prepare import prepare
-    from mgc.train import fit
+    from mgc.core.config import load_config
+    from mgc.data.prepare import prepare
+    from mgc.run.train import fit
 
     tmp = tmp_path_factory.mktemp("infer")
     root = tmp / "ds"

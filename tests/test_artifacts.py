@@ -1,4 +1,4 @@
-"""Tests for mgc.artifacts: each file is written, readable, and carries the right content."""
+"""Tests for mgc.results.artifacts: each file is written, readable, and carries the right content."""
 
 import json
 import math
@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mgc.artifacts import (
+from mgc.data.gtzan import GTZAN_GENRES
+from mgc.results.artifacts import (
     plot_confusion_matrix,
     plot_train_curves,
     write_classification_report,
@@ -17,7 +18,6 @@ from mgc.artifacts import (
     write_json,
     write_predictions,
 )
-from mgc.data.gtzan import GTZAN_GENRES
 
 GENRES = list(GTZAN_GENRES)
 

@@ -5,7 +5,7 @@ import pytest
 import soundfile as sf
 from conftest import tone, write_audio
 
-from mgc.audio import AudioError, load_audio
+from mgc.core.audio import AudioError, load_audio
 
 
 def test_stereo_44k_becomes_mono_22k(tmp_path: Path):
@@ -70,7 +70,7 @@ def test_bad_files_raise_one_line_errors(tmp_path: Path):
 
 def test_vorbis_fast_path_gives_libsndfile_samples(tmp_path: Path):
     # .ogg goes through stb_vorbis first; it must decode to what libsndfile gives, stereo too.
-    from mgc.audio import _soundfile_blocks, _vorbis_blocks
+    from mgc.core.audio import _soundfile_blocks, _vorbis_blocks
 
     left = tone(440, 1.5, sr=44100)
     p = tmp_path / "s.ogg"

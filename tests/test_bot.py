@@ -1,4 +1,4 @@
-"""The Telegram bot (`mgc.bot`): its pure parts, and the whole bot against a fake Bot API.
+"""The Telegram bot (`mgc.serve.bot`): its pure parts, and the whole bot against a fake Bot API.
 
 The fake is a stdlib HTTP server on 127.0.0.1 that answers the calls python-telegram-bot makes
 (getMe, getUpdates, getFile, file downloads, sendMessage, ...), so the real library runs end
@@ -27,7 +27,7 @@ import pytest
 import soundfile as sf
 from conftest import gtzan_dir, tone, write_audio
 
-from mgc.bot.core import (
+from mgc.serve.bot.core import (
     HELP_TEXT,
     MAX_DOWNLOAD_BYTES,
     NOT_AUDIO_HINT,
@@ -43,7 +43,7 @@ from mgc.bot.core import (
     too_big,
     too_big_text,
 )
-from mgc.bot.tokens import (
+from mgc.serve.bot.tokens import (
     MASK,
     RedactToken,
     TokenError,
@@ -531,11 +531,11 @@ def clips(tmp_path) -> dict[str, tuple[Path, str]]:
 
 
 def test_bot_end_to_end(trained_run, clips, tmp_path, caplog, capfd):
-    from mgc.bot.app import BotSettings, GenreBot, GenreService, build_application
-    from mgc.bundle import load_bundle
-    from mgc.device import CPU_FP32
-    from mgc.inference import Predictor
-    from mgc.predict import Options, model_id, predict_one
+    from mgc.core.device import CPU_FP32
+    from mgc.models.bundle import load_bundle
+    from mgc.models.inference import Predictor
+    from mgc.serve.bot.app import BotSettings, GenreBot, GenreService, build_application
+    from mgc.serve.predict import Options, model_id, predict_one
 
     run_dir, _ = trained_run
     bundle = load_bundle(run_dir)
@@ -648,9 +648,9 @@ def test_bot_end_to_end(trained_run, clips, tmp_path, caplog, capfd):
 def test_a_slow_file_does_not_hold_up_other_chats(trained_run, clips, monkeypatch):
     """Classification runs off the event loop: while one file is stuck in the model, another
     chat still gets its answer."""
-    from mgc.bot import app as bot_app
-    from mgc.bundle import load_bundle
-    from mgc.device import CPU_FP32
+    from mgc.core.device import CPU_FP32
+    from mgc.models.bundle import load_bundle
+    from mgc.serve.bot import app as bot_app
 
     run_dir, _ = trained_run
     release = threading.Event()

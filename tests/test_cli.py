@@ -1,11 +1,11 @@
-"""mgc.cli.run_command: what a command does when it is stopped."""
+"""mgc.core.cli.run_command: what a command does when it is stopped."""
 
 from __future__ import annotations
 
 import sys
 from types import SimpleNamespace
 
-from mgc.cli import run_command
+from mgc.core.cli import run_command
 
 
 def stopped() -> int:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import yaml
 
-from mgc.config import (
+from mgc.core.config import (
     Config,
     ConfigError,
     load_config,
@@ -133,7 +133,7 @@ def test_with_params_rejects_like_load_config():
 def test_retired_key_in_an_old_run_folder_loads_with_a_warning(tmp_path: Path, caplog):
     p = tmp_path / "config.yaml"
     p.write_text("train:\n  num_workers: 4\n  batch_size: 16\n")
-    with caplog.at_level(logging.WARNING, logger="mgc.config"):
+    with caplog.at_level(logging.WARNING, logger="mgc.core.config"):
         cfg = load_config(p)
     assert cfg.train.batch_size == 16 and not hasattr(cfg.train, "num_workers")
     assert any("train.num_workers" in r.getMessage() for r in caplog.records)

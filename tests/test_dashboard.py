@@ -2,7 +2,7 @@
 
 Ray 2.60 turns token authentication on for every local `ray.init`: the dashboard's API answers
 401 without the token, and the page asks for it. The browser test starts a Ray the way
-`python -m mgc.sweep` does (`mgc.cluster.init_ray`, in a subprocess of its own, on a free port
+`python -m mgc.sweep` does (`mgc.core.cluster.init_ray`, in a subprocess of its own, on a free port
 and with its own temp dir and token file, so a sweep already running is left alone), runs a
 small Tune trial in it, and then does what a user does: open the page, paste what
 `ray get-auth-token` prints, open the Actors page and find the trial there.
@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 from browser import free_port, headless_chromium, wait_for
 
-from mgc.cluster import dashboard_hint
+from mgc.core.cluster import dashboard_hint
 
 # Debian's packages put them here; elsewhere, wherever PATH finds them.
 TRIAL_CLASS = "SlowTrial"
@@ -47,7 +47,7 @@ from pathlib import Path
 
 from ray import tune
 
-from mgc.cluster import init_ray
+from mgc.core.cluster import init_ray
 
 logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
 work, port = Path(sys.argv[1]), int(sys.argv[2])
@@ -223,7 +223,7 @@ def test_browser_sees_the_trial_after_pasting_the_token(browser, sweep_dashboard
 
     # init_ray's line: this dashboard, the command, this token file; never the token.
     log = log_path.read_text(errors="replace")
-    hints = [line for line in log.splitlines() if "mgc.cluster: Ray dashboard:" in line]
+    hints = [line for line in log.splitlines() if "mgc.core.cluster: Ray dashboard:" in line]
     assert len(hints) == 1, log[-3000:]
     hint = hints[0]
     assert f"Ray dashboard: {url} " in hint

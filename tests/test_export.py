@@ -11,25 +11,25 @@ import numpy as np
 import pytest
 import torch
 
-from mgc.bundle import Bundle, load_bundle
-from mgc.config import ChunkConfig, FeatureConfig, ModelConfig, load_config
-from mgc.device import CPU_FP32
-from mgc.export import (
+from mgc.core.config import ChunkConfig, FeatureConfig, ModelConfig, load_config
+from mgc.core.device import CPU_FP32
+from mgc.data.prepare import prepare
+from mgc.export import main
+from mgc.features.frontend import Frontend
+from mgc.models import build_model
+from mgc.models.adapter import TorchClassifier
+from mgc.models.bundle import Bundle, load_bundle
+from mgc.models.inference import Predictor
+from mgc.run.train import fit
+from mgc.serve.export import (
     ExportError,
     OnnxClassifier,
     TorchScriptClassifier,
     export_bundle,
     load_exported,
-    main,
     parity,
     random_inputs,
 )
-from mgc.frontend import Frontend
-from mgc.inference import Predictor
-from mgc.models import build_model
-from mgc.models.adapter import TorchClassifier
-from mgc.prepare import prepare
-from mgc.train import fit
 
 # TorchScript needs only torch; ONNX tests skip, with the reason, where its packages are missing.
 HAVE_ONNX = all(importlib.util.find_spec(m) for m in ("onnx", "onnxscript", "onnxruntime"))

@@ -4,9 +4,9 @@ import pytest
 import torch
 from conftest import tone
 
-from mgc.audio import load_audio
-from mgc.config import ChunkConfig, FeatureConfig
-from mgc.features import (
+from mgc.core.audio import load_audio
+from mgc.core.config import ChunkConfig, FeatureConfig
+from mgc.features.transforms import (
     LogMel,
     SpecAugment,
     Windowing,

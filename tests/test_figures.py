@@ -1,4 +1,4 @@
-"""mgc.figures: the paper figures drawn from a results folder's stored files."""
+"""mgc.report.figures: the paper figures drawn from a results folder's stored files."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from mgc.figures import (
+from mgc.report.figures import (
     _search_space,
     baseline_and_best,
     build_study,
@@ -231,7 +231,7 @@ def test_search_space_file_is_found_beside_the_results_folder(results: Path) -> 
     assert _search_space(results, "spaces/adam.yaml") == SPACE
     assert _search_space(results, "spaces/missing.yaml") is None
     assert _search_space(results, None) is None
-    # A file the sweep would refuse (the one reader, mgc.search_space): every distribution is
+    # A file the sweep would refuse (the one reader, mgc.core.search_space): every distribution is
     # then inferred from the trials.
     bad = dict(SPACE, **{"train.epochs": {"normal": [1, 2]}, "model.width": [16, 32]})
     (results.parent / "spaces" / "bad.yaml").write_text(yaml.safe_dump(bad))

@@ -1,4 +1,4 @@
-"""mgc.fsio: atomic writes leave the old file or the whole new one, and no temporaries."""
+"""mgc.core.fsio: atomic writes leave the old file or the whole new one, and no temporaries."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import fsspec
 import pytest
 import torch
 
-from mgc import fsio
-from mgc.fsio import atomic_path, atomic_write
+from mgc.core import fsio
+from mgc.core.fsio import atomic_path, atomic_write
 
 
 def _names(folder: Path) -> list[str]:

@@ -4,11 +4,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mgc.bundle import load_bundle
+from mgc.core.device import CPU_FP32
 from mgc.data.loader import build_chunk_set, load_split_data
-from mgc.device import CPU_FP32
-from mgc.evaluate import evaluate_run, predict_chunks, run_config
-from mgc.inference import Predictor, predict_file, track_probabilities
+from mgc.models.bundle import load_bundle
+from mgc.models.inference import Predictor, predict_file, track_probabilities
+from mgc.results.evaluate import evaluate_run, predict_chunks, run_config
 
 
 def test_predict_file_equals_evaluate_on_the_same_clip(trained_run):

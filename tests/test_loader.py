@@ -4,10 +4,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from mgc.config import load_config
+from mgc.core.config import load_config
 from mgc.data.loader import FeaturesMissing, build_chunk_set, iterate_batches, load_split_data
-from mgc.frontend import Frontend
-from mgc.prepare import prepare
+from mgc.data.prepare import prepare
+from mgc.features.frontend import Frontend
 
 
 def cfg_for(root: Path, tmp_path: Path, *extra: str):

@@ -1,9 +1,9 @@
-"""Tests for mgc.metrics: track averaging, accuracy/macro-F1, hard cases, on hand-made arrays."""
+"""Tests for mgc.results.metrics: track averaging, accuracy/macro-F1, hard cases, on hand-made arrays."""
 
 import numpy as np
 import pytest
 
-from mgc.metrics import (
+from mgc.results.metrics import (
     classification_metrics,
     evaluate_predictions,
     hard_cases,

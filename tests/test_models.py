@@ -11,7 +11,7 @@ import torch
 import torchvision
 from torch import nn
 
-from mgc.config import ModelConfig
+from mgc.core.config import ModelConfig
 from mgc.models import (
     MODELS,
     build_model,

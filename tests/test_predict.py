@@ -9,12 +9,13 @@ import pytest
 import soundfile as sf
 from conftest import tone, write_audio
 
-from mgc.audio import load_audio, looks_like_audio, stream_audio, write_m4a
-from mgc.bundle import load_bundle
-from mgc.device import CPU_FP32
-from mgc.frontend import Frontend
-from mgc.inference import Predictor, predict_file
-from mgc.predict import find_audio, main
+from mgc.core.audio import load_audio, looks_like_audio, stream_audio, write_m4a
+from mgc.core.device import CPU_FP32
+from mgc.features.frontend import Frontend
+from mgc.models.bundle import load_bundle
+from mgc.models.inference import Predictor, predict_file
+from mgc.predict import main
+from mgc.serve.predict import find_audio
 
 GENRES = ["blues", "metal", "pop"]
 
@@ -204,9 +205,9 @@ def pred_windows_of(bundle, n_samples: int) -> int:
 
 HOUR_PROBE = r"""
 import resource, sys
-from mgc.bundle import load_bundle
-from mgc.device import CPU_FP32
-from mgc.inference import Predictor
+from mgc.models.bundle import load_bundle
+from mgc.core.device import CPU_FP32
+from mgc.models.inference import Predictor
 pred = Predictor(load_bundle(sys.argv[1]), CPU_FP32).predict_file(sys.argv[2])
 print(pred.duration_s, len(pred.windows), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
@@ -263,7 +264,7 @@ def test_ray_maps_the_same_function_over_a_folder(ray_local, trained_run, librar
 def test_an_unexpected_failure_on_one_file_does_not_stop_the_batch(
     trained_run, tmp_path, monkeypatch, capsys
 ):
-    import mgc.predict as predict_module
+    import mgc.serve.predict as predict_module
 
     run_dir, _ = trained_run
     write_audio(tmp_path / "a.wav", tone(220, 2.0))

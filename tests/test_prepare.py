@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 from conftest import tone, write_audio
 
-from mgc.audio import load_audio
-from mgc.config import load_config
+from mgc.core.audio import load_audio
+from mgc.core.config import load_config
 from mgc.data.cache import FeatureStore, stat_entry
 from mgc.data.datasets import discover
-from mgc.features import LogMel, logmel_numpy
-from mgc.prepare import features_frontend, files_per_task, main, prepare, process_file
+from mgc.data.prepare import features_frontend, files_per_task, prepare, process_file
+from mgc.features.transforms import LogMel, logmel_numpy
+from mgc.prepare import main
 
 
 def cfg_for(root: Path, cache: str, *extra: str):
@@ -116,7 +117,7 @@ def test_workers_keep_freed_buffers_for_the_next_track():
     # again for the next clip); after keep_freed_memory() the process keeps it.
     probe = (
         "import os, sys, numpy as np\n"
-        "from mgc.prepare import keep_freed_memory\n"
+        "from mgc.data.prepare import keep_freed_memory\n"
         "if sys.argv[1] == 'keep': assert keep_freed_memory()\n"
         "page = os.sysconf('SC_PAGE_SIZE')\n"
         "rss = lambda: int(open('/proc/self/statm').read().split()[1]) * page\n"

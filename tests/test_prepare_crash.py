@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from conftest import tone, write_audio
 
-from mgc.config import load_config
+from mgc.core.config import load_config
 from mgc.data.cache import FeatureStore
 
 pytestmark = pytest.mark.slow
@@ -37,7 +37,7 @@ def test_killed_writer_never_leaves_a_truncated_array(tmp_path: Path):
     script = textwrap.dedent(
         f"""
         import io, numpy as np
-        from mgc.fsio import atomic_write
+        from mgc.core.fsio import atomic_write
         a = np.arange(16_000_000, dtype=np.float32)
         buf = io.BytesIO(); np.save(buf, a); payload = buf.getvalue()
         while True:

@@ -3,10 +3,11 @@ from pathlib import Path
 
 import pytest
 
-from mgc.bundle import load_bundle
-from mgc.evaluate import evaluate_run
-from mgc.predict import BUNDLED_MODEL
-from mgc.publish import CARD_JSON, CARD_MD, main, publish
+from mgc.models.bundle import load_bundle
+from mgc.publish import main
+from mgc.results.evaluate import evaluate_run
+from mgc.serve.predict import BUNDLED_MODEL
+from mgc.serve.publish import CARD_JSON, CARD_MD, publish
 
 
 def test_published_card_matches_what_evaluate_prints(trained_run, tmp_path: Path):

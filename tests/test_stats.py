@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
-from mgc.stats import bootstrap_interval, paired_difference, stratified_resamples
+from mgc.results.stats import bootstrap_interval, paired_difference, stratified_resamples
 
 N_CLASSES = 4
 
@@ -63,7 +63,7 @@ def test_paired_difference_sees_a_real_change_and_no_change():
 
 
 def test_vectorised_scores_equal_sklearns_on_every_resample():
-    from mgc.stats import _scores
+    from mgc.results.stats import _scores
 
     y, pred = labels_and_predictions(0.5, n_per_class=7, seed=5)
     idx = stratified_resamples(y, 25, seed=2)

@@ -5,10 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from mgc.config import ConfigError, load_config
-from mgc.prepare import prepare
-from mgc.sweep import check_space, main, read_search_space, run_sweep
-from mgc.table import COLUMNS
+from mgc.core.config import ConfigError, load_config
+from mgc.data.prepare import prepare
+from mgc.report.table import COLUMNS
+from mgc.run.sweep import check_space, read_search_space, run_sweep
+from mgc.sweep import main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -129,7 +130,7 @@ def test_bad_config_fails_before_any_trial(tmp_path: Path, capsys):
 
 
 def test_every_ablation_and_search_space_is_valid(synth_dataset: Path):
-    from mgc.sweep import load_sweep
+    from mgc.run.sweep import load_sweep
 
     names = []
     for n in range(6):
@@ -164,7 +165,7 @@ def test_data_parallel_trial_trains_through_ray_train(
     assert (tmp_path / "results" / "E0" / "seed_0" / "metrics.json").is_file()
 
 
-# A worker-process hook that makes `mgc.train.fit` fail on demand, driven by flag files, so the
+# A worker-process hook that makes `mgc.run.train.fit` fail on demand, driven by flag files, so the
 # tests can break trials inside Ray's own worker processes.
 FLAKY_HOOK = r"""
 import os
@@ -172,9 +173,9 @@ from pathlib import Path
 
 
 def install():
-    import mgc.train
+    import mgc.run.train
 
-    real_fit = mgc.train.fit
+    real_fit = mgc.run.train.fit
     flags = Path(os.environ["MGC_TEST_FLAGS"])
 
     def flaky_fit(cfg, report=None, **kwargs):
@@ -196,7 +197,7 @@ def install():
 
         return real_fit(cfg, report=logged_report, **kwargs)
 
-    mgc.train.fit = flaky_fit
+    mgc.run.train.fit = flaky_fit
 """
 
 
@@ -298,7 +299,7 @@ def test_interrupted_sweep_resumes(flaky_ray: Path, synth_dataset: Path, tmp_pat
 
 
 def test_asha_trial_epochs_and_the_budget_line():
-    from mgc.budget import Budget, asha_trial_epochs
+    from mgc.run.budget import Budget, asha_trial_epochs
 
     # 9 trials, rungs at 1 and 3 of 9 epochs, rf 3: 9·1 + 3·2 + 1·6 = 21 (all to the end: 81).
     assert asha_trial_epochs(9, 9, 1, 3) == pytest.approx(21.0)
@@ -331,7 +332,7 @@ def test_asha_trial_epochs_and_the_budget_line():
 
 
 def test_time_spent_adds_up_across_interruptions(tmp_path: Path):
-    from mgc.budget import seconds_spent, time_spent
+    from mgc.run.budget import seconds_spent, time_spent
 
     with pytest.raises(KeyboardInterrupt), time_spent(tmp_path):
         raise KeyboardInterrupt  # an interrupted first part still counts
@@ -347,7 +348,7 @@ def test_time_spent_is_on_disk_while_the_block_runs(tmp_path: Path):
     """A kill -9 runs no `finally`: the running part must already be written."""
     import time
 
-    from mgc.budget import SPENT_FILE, time_spent
+    from mgc.run.budget import SPENT_FILE, time_spent
 
     with time_spent(tmp_path, every=0.05):
         record = json.loads((tmp_path / SPENT_FILE).read_text())

@@ -1,4 +1,4 @@
-"""mgc.table: row order, cell formatting, the three table files, seeds.csv and the CLI."""
+"""mgc.report.table: row order, cell formatting, the three table files, seeds.csv and the CLI."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mgc.table import COLUMNS, SEED_COLUMNS, collect, main, write_seed_csv, write_tables
+from mgc.report.table import COLUMNS, SEED_COLUMNS, collect, write_seed_csv, write_tables
+from mgc.table import main
 
 
 def _summary(root: Path, name: str, seeds: list[int], acc: tuple, f1: tuple, **extra) -> None:
@@ -270,7 +271,7 @@ def test_rows_are_ordered_by_split_and_compared_with_the_right_row(tmp_path: Pat
 
 
 def test_a_one_seed_row_claims_no_spread() -> None:
-    from mgc.table import row_line
+    from mgc.report.table import row_line
 
     s = {"experiment": "E0", "split": "stratified", "seeds": [0]}
     s.update(

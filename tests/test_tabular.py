@@ -1,4 +1,4 @@
-"""The two reference rows: D7 (mgc.tabular, a hand-made feature table → logistic regression) and
+"""The two reference rows: D7 (mgc.run.tabular, a hand-made feature table → logistic regression) and
 M1 (ablations/m1.yaml, a sweep row with no search)."""
 
 from __future__ import annotations
@@ -11,11 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mgc.config import load_config
+from mgc.core.config import load_config
 from mgc.data.loader import split_tracks
 from mgc.data.splits import PARTS
-from mgc.table import SEED_COLUMNS, collect
-from mgc.tabular import ROW_DEFAULTS, main, read_feature_table, run_tabular, split_rows
+from mgc.report.table import SEED_COLUMNS, collect
+from mgc.run.tabular import ROW_DEFAULTS, read_feature_table, run_tabular, split_rows
+from mgc.tabular import main
 
 REPO = Path(__file__).resolve().parents[1]
 GENRE_LEVEL = {"blues": 0.0, "metal": 1.0, "pop": 2.0}
@@ -66,7 +67,7 @@ def test_table_is_cut_to_the_cnn_rows_tracks(synth_dataset: Path, tmp_path: Path
     table = read_feature_table(feature_csv(tmp_path / "features.csv", rows))
     assert table.shape == (len(rows), 3)  # filename, length and label are no features
 
-    with caplog.at_level(logging.INFO, logger="mgc.tabular"):
+    with caplog.at_level(logging.INFO, logger="mgc.run.tabular"):
         data = split_rows(table, cfg, "features.csv")
     for part in PARTS:
         expected = [t.track_id for t in parts[part] if t.track_id != dropped]
@@ -170,7 +171,7 @@ def test_a_table_for_another_dataset_is_an_error(synth_dataset: Path, tmp_path: 
 
 
 def test_m1_is_e0_with_logistic_regression_and_no_search(synth_dataset: Path):
-    from mgc.sweep import load_sweep
+    from mgc.run.sweep import load_sweep
 
     m1, space = load_sweep(REPO / "ablations" / "m1.yaml", [f"data.root={synth_dataset}"])
     e0, _ = load_sweep(REPO / "ablations" / "e0.yaml", [f"data.root={synth_dataset}"])
@@ -183,7 +184,7 @@ def test_m1_is_e0_with_logistic_regression_and_no_search(synth_dataset: Path):
 
 @pytest.mark.slow
 def test_m1_sweep_writes_a_row(ray_local, synth_dataset: Path, tmp_path: Path, monkeypatch):
-    from mgc.sweep import run_sweep
+    from mgc.run.sweep import run_sweep
 
     monkeypatch.chdir(tmp_path)
     result = run_sweep(

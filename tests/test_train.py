@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from mgc.bundle import load_bundle
-from mgc.config import load_config
-from mgc.device import choose_fast_path, cpu_has_bf16
+from mgc.core.config import load_config
+from mgc.core.device import choose_fast_path, cpu_has_bf16
+from mgc.data.prepare import prepare
 from mgc.evaluate import main as evaluate_main
-from mgc.prepare import prepare
-from mgc.train import fit
+from mgc.models.bundle import load_bundle
+from mgc.run.train import fit
 from mgc.train import main as train_main
 
 ARTIFACTS = [

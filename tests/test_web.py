@@ -30,9 +30,9 @@ from conftest import gtzan_dir, tone, write_audio
 
 pytest.importorskip("streamlit", reason="the web page needs streamlit (the dev or web extra)")
 
-from mgc.web import core  # noqa: E402
-from mgc.web.__main__ import main as web_main  # noqa: E402
-from mgc.web.__main__ import streamlit_args  # noqa: E402
+from mgc.serve.web import core  # noqa: E402
+from mgc.web import main as web_main  # noqa: E402
+from mgc.web import streamlit_args  # noqa: E402
 
 APP = Path(core.__file__).with_name("app.py")
 # Debian's packages put them here; elsewhere, wherever PATH finds them.
@@ -256,14 +256,14 @@ def wait_until_serving(url: str, server: subprocess.Popen, timeout: float = 180)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            pytest.fail(f"mgc.web exited with status {server.returncode} before serving")
+            pytest.fail(f"mgc.serve.web exited with status {server.returncode} before serving")
         try:
             with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as reply:
                 if reply.status == 200:
                     return
         except OSError:
             time.sleep(0.5)
-    pytest.fail(f"mgc.web did not answer at {url} within {timeout:.0f} s")
+    pytest.fail(f"mgc.serve.web did not answer at {url} within {timeout:.0f} s")
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from mgc.cli import run_command
+from mgc.core.cli import run_command
 from mgc.data.datasets import Track, discover, genres_of, printable
 from mgc.data.download import GTZAN_MIRRORS
 from mgc.data.gtzan import DOWNLOAD, ensure_dataset, get_gtzan, is_missing

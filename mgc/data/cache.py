@@ -24,8 +24,8 @@ from pathlib import Path
 import fsspec
 import numpy as np
 
-from mgc.config import FeatureConfig
-from mgc.fsio import atomic_write
+from mgc.core.config import FeatureConfig
+from mgc.core.fsio import atomic_write
 
 # Bump when the way features are computed changes without a parameter changing.
 FEATURE_VERSION = 2  # 2: resampling by soxr (streams the same as whole files), was torchaudio

@@ -8,15 +8,16 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from mgc.audio import AUDIO_EXTENSIONS
-from mgc.fsio import atomic_write
+from mgc.core.audio import AUDIO_EXTENSIONS
+from mgc.core.errors import UserError
+from mgc.core.fsio import atomic_write
 
 log = logging.getLogger(__name__)
 
 LABEL_MAP_FILE = "label_map.json"
 
 
-class DatasetError(Exception):
+class DatasetError(UserError):
     """A dataset folder that cannot be used; str() is one line naming the folder."""
 
 

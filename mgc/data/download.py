@@ -17,8 +17,8 @@ import requests
 import urllib3
 from tqdm import tqdm
 
+from mgc.core.net import Unreachable, check_reachable
 from mgc.data.datasets import DatasetError
-from mgc.net import Unreachable, check_reachable
 
 log = logging.getLogger(__name__)
 

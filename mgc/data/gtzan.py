@@ -19,6 +19,7 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
+from mgc.core.fsio import atomic_path
 from mgc.data.datasets import (
     DatasetError,
     discover,
@@ -29,7 +30,6 @@ from mgc.data.datasets import (
     write_label_map,
 )
 from mgc.data.download import checksums, fetch_archive
-from mgc.fsio import atomic_path
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from mgc.audio import AudioError, stream_audio
+from mgc.core.audio import AudioError, stream_audio
+from mgc.core.fsio import atomic_path
 from mgc.data.datasets import DatasetError, Track, is_genre_name, no_tracks_error, survey
-from mgc.fsio import atomic_path
 
 log = logging.getLogger(__name__)
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from mgc.core.errors import UserError
 from mgc.data.datasets import Track
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ DEFAULT_RATIOS = (0.7, 0.15, 0.15)
 STRATIFIED = "stratified"
 
 
-class SplitError(ValueError):
+class SplitError(UserError, ValueError):
     """A split that cannot be used; str() is one line naming the split or the track."""
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import nn
 
-from mgc.config import ConfigError, ModelConfig
+from mgc.core.config import ConfigError, ModelConfig
 from mgc.models.baseline import (
     TimeAverageMLP,
     make_logreg,

@@ -17,9 +17,9 @@ import torch
 from sklearn.pipeline import Pipeline
 from torch import nn
 
-from mgc.config import ModelConfig
-from mgc.device import CPU_FP32, FastPath
-from mgc.fsio import atomic_path
+from mgc.core.config import ModelConfig
+from mgc.core.device import CPU_FP32, FastPath
+from mgc.core.fsio import atomic_path
 from mgc.models import build_model, is_sklearn
 from mgc.models.baseline import pooled_features, sklearn_param_count
 

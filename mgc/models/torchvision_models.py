@@ -20,8 +20,8 @@ import torch
 import torchvision
 from torch import nn
 
-from mgc.config import ConfigError
-from mgc.net import check_reachable
+from mgc.core.config import ConfigError
+from mgc.core.net import check_reachable
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,160 @@
+"""The configuration schema: typed dataclasses with every option's default and meaning.
+
+Loading, merging and overrides live in `mgc.core.config`, which re-exports these classes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass
+class DataConfig:
+    # Env defaults keep one YAML usable on a laptop, in CI and on a cluster's shared storage.
+    root: str = "${oc.env:MGC_DATA_ROOT,data/gtzan}"
+    # "stratified" (70/15/15 by track, seeded), "fault_filtered", or a split JSON's path.
+    split: str = "stratified"
+    split_seed: int = 42
+    train_fraction: float = 1.0  # of the training tracks (E5 data scale), stratified, seeded
+    fraction: float = 1.0  # of every part's tracks (smoke runs), stratified, seeded
+    extra_train_roots: list[str] = field(default_factory=list)  # added to training only (E5)
+    # A missing or empty `root` is filled with GTZAN from the internet (mgc.data.gtzan.ensure_dataset); false:
+    # stop with the command that lays out a local copy instead.
+    download: bool = True
+
+
+@dataclass
+class FeatureConfig:
+    sample_rate: int = 22050
+    n_fft: int = 2048
+    hop_length: int = 512
+    n_mels: int = 128
+    f_min: float = 0.0
+    f_max: float | None = None
+    top_db: float | None = 80.0  # dB floor below each track's peak; null disables it
+
+
+@dataclass
+class ChunkConfig:
+    window_s: float = 3.0  # 30 takes a whole GTZAN clip; shorter tracks are padded
+    overlap: float = 0.0  # shared with the next window: 0 for 3 s segments, 0.5 for 10 s
+    normalize: bool = True  # zero mean, unit variance per chunk
+
+
+@dataclass
+class CacheConfig:
+    # A URI (s3://bucket/mgc-cache) lets remote Ray workers share one cache.
+    dir: str = "${oc.env:MGC_CACHE_DIR,.mgc_cache}"
+    ray_address: str | None = None  # null starts (or joins) a local Ray
+    num_cpus: int | None = None
+    # Most files per Ray Data task (each CPU still gets >= 4 tasks; a task costs tens of ms).
+    batch_size: int = 32
+
+
+@dataclass
+class ModelConfig:
+    name: str = "cnn4"
+    dropout: float = 0.3
+    width: int = 32
+    pretrained: str | None = None  # torchvision models: ImageNet weights path or "download"
+
+
+@dataclass
+class SpecAugmentConfig:
+    enabled: bool = False
+    freq_mask: int = 16
+    time_mask: int = 24
+    n_freq_masks: int = 2
+    n_time_masks: int = 2
+
+
+@dataclass
+class TrainConfig:
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 32
+    epochs: int = 30
+    scheduler: Literal["none", "cosine"] = "none"
+    warmup_epochs: int = 0
+    label_smoothing: float = 0.0
+    early_stopping_patience: int = 0  # epochs without a better val macro-F1; 0 disables
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    # Fast paths, each used only where it helps on the chosen device.
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
+    channels_last: Literal["auto", "on", "off"] = "auto"
+    compile: Literal["auto", "on", "off"] = "off"
+    threads: int | None = None
+    specaugment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
+    chunk_jitter: bool = False  # E5: each training window shifted by up to half a step
+    # What an epoch is: 0 = every window of every training track; N = N windows per track at
+    # random places, drawn afresh each epoch (a fixed cost per epoch, the same for every row).
+    windows_per_track: int = 0
+
+
+@dataclass
+class RunConfig:
+    out_dir: str = "runs"
+    name: str | None = None
+
+
+@dataclass
+class ResourcesConfig:
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    workers_per_trial: int = 1  # >1 trains each trial data-parallel with Ray Train
+
+
+@dataclass
+class WandbConfig:
+    enabled: bool = True
+    project: str = "mgc"
+    mode: Literal["offline", "online", "disabled"] = "offline"  # needs no key; sync later
+    entity: str | None = None
+
+
+@dataclass
+class SweepConfig:
+    search_space: str | None = None
+    num_samples: int = 16
+    max_concurrent: int = 0
+    metric: str = "val_macro_f1"
+    mode: Literal["min", "max"] = "max"
+    grace_period: int = 3
+    reduction_factor: int = 3
+    max_failures: int = 2
+    final_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    storage_path: str = "${oc.env:MGC_RAY_RESULTS,ray_results}"
+    results_dir: str = "${oc.env:MGC_RESULTS_DIR,results}"
+    ray_address: str | None = None
+    num_cpus: int | None = None
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+
+@dataclass
+class ExperimentConfig:
+    """How a row of the ablation table describes itself."""
+
+    name: str = "adhoc"
+    description: str = ""
+    augmentation: str = "none"
+    strategy: str = "Adam"
+    # The row this one changes one thing from, for the table's ΔF1 (on the same split); unset:
+    # the ablation row before it.
+    compare_with: str | None = None
+
+
+@dataclass
+class Config:
+    experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    chunks: ChunkConfig = field(default_factory=ChunkConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)

@@ -1,0 +1,1 @@
+"""Tables and paper figures made from the stored rows."""

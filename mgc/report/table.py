@@ -1,0 +1,223 @@
+"""`python -m mgc.table`: the ablation table from results/*/summary.json → Markdown, CSV, LaTeX."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mgc.core.fsio import atomic_write
+from mgc.results.rows import is_reference, read_summaries, seed_predictions
+from mgc.results.stats import Interval, bootstrap_interval, paired_difference
+
+COLUMNS = [
+    "Experiment",
+    "Model",
+    "Augmentation",
+    "Optimizer/Strategy",
+    "Params",
+    "Test Acc",
+    "Macro-F1",
+    "Acc 95% CI",
+    "F1 95% CI",
+    "ΔF1 [95% CI] vs",
+    "Trial-epochs run / grid",
+    "Wall h (CPU h)",
+    "Split",
+]
+# The numbers are right-aligned in Markdown and LaTeX alike.
+ALIGN = ["left"] * 4 + ["right"] * 8 + ["left"]
+N_BOOT = 2000  # resamples per interval; seeded, so the tables rebuild byte for byte
+
+SEED_COLUMNS = [
+    "seed",
+    "test_track_accuracy",
+    "test_track_macro_f1",
+    "test_chunk_accuracy",
+    "test_chunk_macro_f1",
+    "valid_track_macro_f1",
+    "best_epoch",
+    "epochs_run",
+]
+
+NOTE = (
+    "Test Acc and Macro-F1 in %, mean ± std over the final seeds, "
+    "track level (mean of chunk probabilities). 95% CI: bootstrap over the test tracks, "
+    "stratified by genre, of the seed mean. ΔF1: macro-F1 minus that of the row named (the "
+    "ablation row before, or E0 for the reference rows M1 and D7; same split, same test tracks), "
+    "with its paired bootstrap interval; an interval that holds 0 is no evidence of a change. "
+    "Trial-epochs: epochs run by all trials of the search (ASHA stops weak ones) against every "
+    "trial run to the end; hours: the whole sweep with its final seeds."
+)
+CAPTION = (
+    r"Ablation on GTZAN: test accuracy and macro-F1 (\%, mean $\pm$ std over seeds, track level)."
+)
+
+
+def _write(path: Path, text: str) -> Path:
+    atomic_write(path, text)  # a reader sees the old table or the new one, never half of one
+    return path
+
+
+def mean_std(summary: dict[str, Any], key: str) -> str:
+    mean = f"{100 * summary[f'{key}_mean']:.1f}"
+    # One seed has no spread; "± 0.0" would claim one. The Split column says "1 seed".
+    if len(summary["seeds"]) < 2:
+        return mean
+    return f"{mean} ± {100 * summary[f'{key}_std']:.1f}"
+
+
+def row_line(s: dict[str, Any]) -> str:
+    """One line for a finished row: its split, seeds and test track accuracy and macro-F1."""
+    n = len(s["seeds"])
+    return (
+        f"{s['experiment']} ({s['split']} split, {n} seed{'' if n == 1 else 's'}): test track "
+        f"acc {mean_std(s, 'test_track_accuracy')}, macro-F1 {mean_std(s, 'test_track_macro_f1')}"
+    )
+
+
+def _ci(interval: Interval | None) -> str:
+    # "–" rather than "n/a", which pandas would read back as a missing value.
+    return "–" if interval is None else f"[{100 * interval.low:.1f}, {100 * interval.high:.1f}]"
+
+
+def _delta(interval: Interval | None, other: str | None) -> str:
+    if interval is None:
+        return "–"
+    value = f"{100 * interval.value:+.1f} [{100 * interval.low:+.1f}, {100 * interval.high:+.1f}]"
+    return f"{value} vs {other}"
+
+
+def _cost(s: dict[str, Any]) -> dict[str, str]:
+    """What the row cost: trial-epochs ASHA let run against every trial run to the end, and the
+    sweep's wall and CPU hours (all its parts, across --resume). "–" for rows made before these
+    were recorded."""
+    budget = s.get("budget")
+    spent = (
+        f"{s['trial_epochs_run']} / {budget['grid_trial_epochs']}"
+        if budget and "trial_epochs_run" in s
+        else "–"
+    )
+    if s.get("failed_trials"):  # trials that ended in an error after their retries
+        spent += f" ({s['failed_trials']} failed)"
+    hours = f"{s['sweep_seconds'] / 3600:.2f} ({s['cpu_hours']:.2f})" if "cpu_hours" in s else "–"
+    return {"Trial-epochs run / grid": spent, "Wall h (CPU h)": hours}
+
+
+def _split(s: dict[str, Any]) -> str:
+    """The split's name; with the test tracks held against those it names when some are missing
+    (our GTZAN clips cover 238 of the fault-filtered split's 290)."""
+    missing = (s.get("missing_tracks") or {}).get("test", 0)
+    if not missing or not s.get("n_tracks"):
+        return s["split"]
+    held = s["n_tracks"]["test"]
+    return f"{s['split']}, {held} of {held + missing} test tracks"
+
+
+def _row(s: dict[str, Any], evidence: dict[str, Any]) -> dict[str, str]:
+    n = len(s["seeds"])
+    return {
+        "Experiment": s["experiment"],
+        "Model": s["model"],
+        "Augmentation": s["augmentation"],
+        "Optimizer/Strategy": s["strategy"],
+        "Params": f"{s['params']:,}",
+        "Test Acc": mean_std(s, "test_track_accuracy"),
+        "Macro-F1": mean_std(s, "test_track_macro_f1"),
+        "Acc 95% CI": _ci(evidence.get("accuracy")),
+        "F1 95% CI": _ci(evidence.get("macro_f1")),
+        "ΔF1 [95% CI] vs": _delta(evidence.get("delta_f1"), evidence.get("delta_vs")),
+        **_cost(s),
+        "Split": f"{_split(s)} (track level, {n} seed{'' if n == 1 else 's'})",
+    }
+
+
+def _compared_with(s: dict[str, Any], done: list[tuple[dict[str, Any], Any]]):
+    """The row this row's ΔF1 is measured against, on the same split: the row it names in
+    `compare_with` when that is there, with as much of this row's own suffix as names a row (E4
+    for E4-long; E4-ff for E4-ff and for E4-long-ff); else for an ablation row the ablation row
+    before it, for a reference row (M1, D7) that split's E0; None for the first."""
+    same_split = [(r, p) for r, p in done if r["split"] == s["split"] and not is_reference(r)]
+    named = s.get("compare_with")
+    if named:
+        parts = str(s["experiment"]).split("-")[1:]
+        by_name = {r["experiment"]: (r, p) for r, p in same_split}
+        for i in range(len(parts) + 1):
+            candidate = "-".join([named, *parts[i:]])
+            if candidate in by_name:
+                return by_name[candidate]
+    if is_reference(s):
+        same_split = [(r, p) for r, p in same_split if str(r["experiment"]).startswith("E0")][:1]
+    return same_split[-1] if same_split else None
+
+
+def collect(results_dir: str | Path) -> pd.DataFrame:
+    """One row of formatted cells per results/<row>/summary.json, in table order: split by
+    split, E0, the reference rows, then E1, E2, …"""
+    rows, done = [], []
+    for s in read_summaries(results_dir):
+        pred = seed_predictions(results_dir, s)
+        evidence: dict[str, Any] = {}
+        if pred is not None:
+            n = len(pred.genres)
+            for metric in ("accuracy", "macro_f1"):
+                evidence[metric] = bootstrap_interval(pred.truth, pred.preds, metric, n, N_BOOT)
+            other = _compared_with(s, done)
+            # Compared only on the very same test tracks.
+            if other is not None and other[1] is not None and other[1].tracks == pred.tracks:
+                evidence["delta_f1"] = paired_difference(
+                    pred.truth, other[1].preds, pred.preds, "macro_f1", n, N_BOOT
+                )
+                evidence["delta_vs"] = other[0]["experiment"]
+        done.append((s, pred))
+        rows.append(_row(s, evidence))
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    # disable_numparse keeps the cells as formatted ("393,450", "59.0") instead of re-reading them.
+    body = table.to_markdown(index=False, colalign=ALIGN, disable_numparse=True)
+    return f"{body}\n\n{NOTE}\n"
+
+
+def to_latex(table: pd.DataFrame) -> str:
+    """A booktabs table ready to \\input in a paper."""
+    # Styler escapes first (_ % & # …), then the formatter turns ± into math mode.
+    styler = (
+        table.style.hide(axis="index")
+        .format(lambda s: s.replace("±", r"$\pm$"), escape="latex")
+        .format_index(lambda s: s.replace("Δ", r"$\Delta$"), escape="latex", axis=1)
+    )
+    return styler.to_latex(
+        column_format="".join(a[0] for a in ALIGN),
+        position="t",
+        position_float="centering",
+        hrules=True,
+        caption=CAPTION,
+        label="tab:ablation",
+        environment="table",
+    )
+
+
+def write_tables(results_dir: str | Path) -> dict[str, Path]:
+    """Rebuild results_dir/table.{md,csv,tex}; returns their paths under keys md, csv, tex."""
+    results_dir = Path(results_dir)
+    table = collect(results_dir)
+    texts = {
+        "md": to_markdown(table),
+        "csv": table.to_csv(index=False, lineterminator="\n"),
+        "tex": to_latex(table),
+    }
+    return {k: _write(results_dir / f"table.{k}", t) for k, t in texts.items()}
+
+
+def write_seed_csv(path: Path, seed_metrics: list[dict]) -> Path:
+    """seeds.csv: one row per final seed run, its test/valid metrics and epochs."""
+    # Nested metrics flatten to test_track_accuracy, valid_track_macro_f1, ….
+    frame = pd.json_normalize(seed_metrics, sep="_")
+    missing = [c for c in SEED_COLUMNS if c not in frame.columns]
+    if seed_metrics and missing:
+        raise KeyError(f"seed metrics lack {', '.join(missing)}")
+    frame = frame.reindex(columns=SEED_COLUMNS)
+    return _write(Path(path), frame.to_csv(index=False, lineterminator="\n"))

@@ -1,0 +1,177 @@
+"""What a sweep will cost and what it did cost: trial-epochs under ASHA, an estimate from a timed
+first step, and the wall time a sweep spends across interruptions and resumes."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mgc.core.config import Config
+from mgc.core.fsio import atomic_write
+
+SPENT_FILE = "mgc_sweep_seconds.json"
+
+
+def asha_trial_epochs(num_samples: int, max_t: int, grace: int, reduction_factor: int) -> float:
+    """Expected trial-epochs of an ASHA sweep when each rung lets 1/reduction_factor of the
+    trials that reach it go on (Ray's rungs: grace, grace·rf, grace·rf², … below max_t)."""
+    rungs, m = [], max(1, min(grace, max_t))
+    while m < max_t:
+        rungs.append(m)
+        m *= reduction_factor
+    total, alive, done = 0.0, float(num_samples), 0
+    for rung in rungs:
+        total += alive * (rung - done)
+        done, alive = rung, alive / reduction_factor
+    return total + alive * (max_t - done)
+
+
+@dataclass
+class Budget:
+    """A sweep's cost in trial-epochs, stated before it starts and recorded with its row."""
+
+    num_samples: int
+    max_epochs: int
+    grace_period: int
+    reduction_factor: int
+    windows_per_track: int  # 0: every window of every track is an epoch
+    final_seeds: int
+    grid_trial_epochs: int  # every trial to the end: what ASHA saves is measured against it
+    expected_trial_epochs: float
+    train_samples_per_epoch: int
+    valid_samples: int
+
+    @classmethod
+    def of(cls, cfg: Config, train_frames: list[int], valid_frames: list[int]) -> Budget:
+        """From the config and the frame counts of the training and validation tracks."""
+        from mgc.features.frontend import Frontend
+
+        windowing = Frontend(cfg.features, cfg.chunks).windowing
+        per = cfg.train.windows_per_track
+        train = sum(per or len(windowing.starts(n)) for n in train_frames)
+        s, e = cfg.sweep, cfg.train.epochs
+        return cls(
+            num_samples=s.num_samples,
+            max_epochs=e,
+            grace_period=min(s.grace_period, e),
+            reduction_factor=s.reduction_factor,
+            windows_per_track=per,
+            final_seeds=len(s.final_seeds),
+            grid_trial_epochs=s.num_samples * e,
+            expected_trial_epochs=asha_trial_epochs(
+                s.num_samples, e, s.grace_period, s.reduction_factor
+            ),
+            train_samples_per_epoch=train,
+            valid_samples=sum(len(windowing.starts(n)) for n in valid_frames),
+        )
+
+    def epoch_seconds(self, samples_per_s: float) -> float:
+        # Validation is forward only, about a third of a training step's work per sample.
+        return (self.train_samples_per_epoch + self.valid_samples / 3) / samples_per_s
+
+    def describe(self, samples_per_s: float, slots: int) -> str:
+        """The budget in one line, with an estimate of its hours when `slots` runs (trials,
+        then final seeds) go at once, each at `samples_per_s`."""
+        epoch = self.epoch_seconds(samples_per_s)
+        trials_at_once = max(1, min(slots, self.num_samples))
+        seeds_at_once = max(1, min(slots, self.final_seeds))
+        search = self.expected_trial_epochs * epoch / trials_at_once
+        seeds = self.final_seeds * self.max_epochs * epoch / seeds_at_once
+        search_part = (
+            f"{self.num_samples} trials x up to {self.max_epochs} epochs, ASHA grace "
+            f"{self.grace_period} rf {self.reduction_factor}: ~{self.expected_trial_epochs:.0f} "
+            f"trial-epochs expected (all to the end: {self.grid_trial_epochs}), then "
+            if self.num_samples
+            else "no search, "
+        )
+        return (
+            f"budget: {search_part}{self.final_seeds} seeds x {self.max_epochs} epochs; an "
+            f"epoch is {self.train_samples_per_epoch} training windows ("
+            + (f"{self.windows_per_track} per track" if self.windows_per_track else "all of them")
+            + f") + {self.valid_samples} validation windows, ~{epoch:.0f} s here "
+            f"({samples_per_s:.0f} samples/s timed); ~{(search + seeds) / 3600:.1f} h with "
+            + (f"{trials_at_once} trial(s), then " if self.num_samples else "")
+            + f"{seeds_at_once} seed(s) at a time"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def time_training_step(cfg: Config, threads: int, steps: int = 3) -> float:
+    """Training samples per second of cfg's model on this machine with `threads` threads: a
+    warm-up step, then `steps` timed ones on random input of the real shape."""
+    from torch import nn
+
+    from mgc.features.frontend import Frontend
+    from mgc.models import build_model, is_sklearn
+    from mgc.run.train import fast_path, make_optimizer, train_step
+
+    if is_sklearn(cfg.model.name):
+        return float("inf")  # one fit, seconds: not worth timing
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        fast = fast_path(cfg.train)
+        model = fast.place(build_model(cfg.model, 10, cfg.features.n_mels))
+        optimizer = make_optimizer(model, cfg.train)
+        window = Frontend(cfg.features, cfg.chunks).windowing.window
+        x = torch.randn(cfg.train.batch_size, 1, cfg.features.n_mels, window)
+        y = torch.randint(0, 10, (cfg.train.batch_size,))
+        loss = nn.CrossEntropyLoss()
+        train_step(model, x, y, optimizer, loss, fast)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            train_step(model, x, y, optimizer, loss, fast)
+        return steps * cfg.train.batch_size / (time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextmanager
+def time_spent(folder: Path, every: float = 30.0) -> Iterator[Callable[[], float]]:
+    """Record the wall time of the block in `folder/mgc_sweep_seconds.json`, as one part per run,
+    so a resumed sweep reports the time of all its parts. The part is written when the block
+    starts, every `every` seconds while it runs (a kill -9 loses at most that much) and when it
+    ends, also by an interrupt. Yields a function giving the seconds of all parts so far."""
+    path = folder / SPENT_FILE
+    spent = json.loads(path.read_text()) if path.is_file() else {"seconds": 0.0, "parts": []}
+    before, t0 = float(spent["seconds"]), time.time()
+    part = {"started": t0, "seconds": 0.0}
+    spent["parts"].append(part)
+
+    def write() -> None:
+        part["seconds"] = time.time() - t0
+        spent["seconds"] = sum(p["seconds"] for p in spent["parts"])
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, json.dumps(spent, indent=1) + "\n")
+
+    done = threading.Event()
+
+    def beat() -> None:
+        while not done.wait(every):
+            write()
+
+    write()
+    thread = threading.Thread(target=beat, name="mgc-time-spent", daemon=True)
+    thread.start()
+    try:
+        yield lambda: before + time.time() - t0
+    finally:
+        done.set()
+        thread.join()
+        write()
+
+
+def seconds_spent(folder: Path) -> float:
+    """Wall seconds recorded for the sweep whose experiment folder this is (0 when none)."""
+    path = folder / SPENT_FILE
+    return float(json.loads(path.read_text())["seconds"]) if path.is_file() else 0.0

@@ -1,0 +1,574 @@
+"""`python -m mgc.sweep ABLATION.yaml [overrides]`: Ray Tune + Optuna + ASHA, final seeds, the table.
+
+Thin wiring around `mgc.run.train.fit`: preprocessing through Ray Data (cached), a Tuner whose trials
+each run `fit` and report every epoch, then the best configuration (by validation macro-F1)
+trained again with several seeds and evaluated once on test; the row goes to results/.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import logging
+import os
+import shutil
+import statistics
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mgc.core.cluster import init_ray
+from mgc.core.config import Config, ConfigError, load_config, save_config, with_params
+from mgc.core.search_space import read_search_space
+from mgc.data.datasets import DatasetError, discover
+from mgc.data.gtzan import ensure_dataset
+from mgc.data.splits import resolve_split
+
+# torch, pandas and matplotlib come in with the modules that need them (inside the functions
+# below), so that a bad config or a missing dataset is reported in well under two seconds,
+# before any of them loads and before Ray starts.
+if TYPE_CHECKING:
+    from mgc.run.budget import Budget
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------------------------
+# Search spaces
+
+
+def to_tune_space(space: dict[str, dict[str, list]]) -> dict[str, Any]:
+    from ray import tune
+
+    makers = {
+        "loguniform": lambda a: tune.loguniform(float(a[0]), float(a[1])),
+        "uniform": lambda a: tune.uniform(float(a[0]), float(a[1])),
+        "quniform": lambda a: tune.quniform(float(a[0]), float(a[1]), float(a[2])),
+        "randint": lambda a: tune.randint(int(a[0]), int(a[1])),
+        "choice": lambda a: tune.choice(list(a)),
+    }
+    out = {}
+    for key, spec in space.items():
+        kind, args = next(iter(spec.items()))
+        out[key] = makers[kind](args)
+    return out
+
+
+def check_space(cfg: Config, space: dict[str, dict[str, list]]) -> None:
+    """Fail before any trial starts: every key must exist and take every distribution's ends."""
+    for key, spec in space.items():
+        kind, args = next(iter(spec.items()))
+        # Values of the type the distribution draws: uniform gives floats, randint ints.
+        if kind == "choice":
+            samples = list(args)
+        elif kind == "randint":
+            samples = [int(args[0]), int(args[1]) - 1]
+        else:
+            samples = [float(args[0]), float(args[1])]
+        for value in samples:
+            try:
+                with_params(cfg, {key: value})
+            except ConfigError as exc:
+                raise ConfigError(f"search space {key}: {exc}") from exc
+
+
+def resolve_relative(path: str, ablation: Path | None) -> Path:
+    """Search-space paths are relative to the working folder or to the ablation's repo."""
+    p = Path(path)
+    if p.is_absolute() or p.exists() or ablation is None:
+        return p
+    for base in (ablation.parent, ablation.parent.parent):
+        if (base / p).exists():
+            return base / p
+    return p
+
+
+# ---------------------------------------------------------------------------------------------
+# Trials: each is `fit` with the trial's sampled values put into the one sweep config
+
+
+TRIAL_LOG = "train_log.csv"
+
+
+def _trial(params: dict[str, Any], cfg: Config) -> None:
+    """One Tune trial: `fit` with this trial's parameters, one report per epoch.
+
+    Each checkpoint carries the trial's train_log.csv, so a trial restored on another worker or
+    after --resume gets its earlier epochs' rows back with its weights (its working folder starts
+    empty there). Checkpoints are pruned once the search has ended (`prune_trials`)."""
+    from ray import tune
+
+    from mgc.run.train import fit
+
+    run_dir = Path(tune.get_context().get_trial_dir()) / "run"
+    ckpt_dir = run_dir / "checkpoints"
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:  # a retried or resumed trial continues where it stopped
+        with checkpoint.as_directory() as src:
+            shutil.copytree(src, ckpt_dir, dirs_exist_ok=True)
+        if (ckpt_dir / TRIAL_LOG).exists():
+            shutil.copy2(ckpt_dir / TRIAL_LOG, run_dir / TRIAL_LOG)
+
+    def report(metrics: dict[str, Any], ckpt: Path) -> None:
+        if (run_dir / TRIAL_LOG).exists():
+            shutil.copy2(run_dir / TRIAL_LOG, ckpt / TRIAL_LOG)
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(ckpt)))
+
+    fit(with_params(cfg, params), report=report, run_dir=run_dir, resume=True, final_eval=False)
+
+
+def _ddp_worker(loop_config: dict[str, Any]) -> None:
+    """One Ray Train worker of a data-parallel trial: the same `fit`, sharded batches."""
+    import ray.train
+    import ray.train.torch
+
+    from mgc.run.train import Parallel, fit
+
+    ctx = ray.train.get_context()
+    rank = ctx.get_world_rank()
+
+    def report(metrics: dict[str, Any], ckpt_dir: Path) -> None:
+        ckpt = ray.train.Checkpoint.from_directory(str(ckpt_dir)) if rank == 0 else None
+        ray.train.report(metrics, checkpoint=ckpt)
+
+    fit(
+        with_params(loop_config["cfg"], loop_config["params"]),
+        report=report,
+        run_dir=Path(loop_config["run_dir"]),
+        resume=True,
+        parallel=Parallel(rank, ctx.get_world_size(), ray.train.torch.prepare_model),
+        final_eval=False,
+    )
+
+
+def _ddp_trial(params: dict[str, Any], cfg: Config) -> None:
+    """A trial that trains over several Ray Train workers (several GPUs) and reports to Tune."""
+    from ray import tune
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    res = cfg.sweep.resources
+    trial_dir = Path(tune.get_context().get_trial_dir())
+    trainer = TorchTrainer(
+        _ddp_worker,
+        train_loop_config={"cfg": cfg, "params": params, "run_dir": str(trial_dir / "run")},
+        scaling_config=ScalingConfig(
+            num_workers=res.workers_per_trial,
+            use_gpu=res.gpus_per_trial > 0,
+            resources_per_worker={
+                "CPU": res.cpus_per_trial,
+                **({"GPU": res.gpus_per_trial} if res.gpus_per_trial else {}),
+            },
+        ),
+        run_config=RunConfig(
+            name=trial_dir.name,
+            storage_path=str(trial_dir / "train"),
+            callbacks=[TuneReportCallback()],
+        ),
+    )
+    trainer.fit()
+
+
+def _final_run(cfg: Config, params: dict[str, Any], seed: int, run_dir: str) -> dict[str, Any]:
+    from mgc.run.train import fit
+
+    # resume=True: a seed stopped mid-run (Ctrl-C, a crash) goes on from its last epoch.
+    return fit(
+        with_params(cfg, {**params, "train.seed": seed}), run_dir=run_dir, resume=True
+    ).metrics
+
+
+# ---------------------------------------------------------------------------------------------
+# The sweep, step by step
+
+
+@dataclasses.dataclass
+class SweepResult:
+    experiment_dir: Path
+    best_params: dict[str, Any]
+    seed_metrics: list[dict[str, Any]]
+    summary: dict[str, Any]
+
+
+def load_sweep(
+    ablation: str | Path, overrides: list[str] | None
+) -> tuple[Config, dict[str, dict[str, list]]]:
+    """The sweep's config and search space, checked before anything starts. Trials run in their
+    own working folders, so local paths become absolute; torch in a trial gets as many threads
+    as the trial has CPUs, so trials never oversubscribe. No search space (`sweep.search_space:
+    null`, e.g. M1's logistic regression) means no search: the configuration as it stands goes
+    straight to the final seeds, and the row records no trials."""
+    ablation = Path(ablation)
+    cfg = load_config(ablation, overrides)
+    space: dict[str, dict[str, list]] = {}
+    if cfg.sweep.search_space is not None:
+        space = read_search_space(resolve_relative(cfg.sweep.search_space, ablation))
+    check_space(cfg, space)
+    check_data(cfg)
+    fixed: dict[str, Any] = {
+        "train.threads": max(1, int(cfg.sweep.resources.cpus_per_trial)),
+        "data.root": str(Path(cfg.data.root).resolve()),
+        "data.extra_train_roots": [str(Path(p).resolve()) for p in cfg.data.extra_train_roots],
+    }
+    if not space:
+        fixed["sweep.num_samples"] = 0  # so the budget and the table count no trials
+    if "://" not in cfg.cache.dir:
+        fixed["cache.dir"] = str(Path(cfg.cache.dir).resolve())
+    return with_params(cfg, fixed), space
+
+
+def check_data(cfg: Config) -> None:
+    """The dataset folders exist and hold audio, and the split names tracks that are there: said
+    at once rather than after Ray starts. A missing or empty data.root is first filled with
+    GTZAN from its mirrors (never an existing folder, never extra_train_roots); offline that
+    stops here with one line and the way out."""
+    ensure_dataset(Path(cfg.data.root), allow_download=cfg.data.download)
+    for root in (cfg.data.root, *cfg.data.extra_train_roots):
+        try:
+            tracks = discover(root)
+            if root == cfg.data.root:
+                resolve_split(cfg.data.split, tracks, cfg.data.split_seed)
+        except DatasetError as exc:
+            raise DatasetError(
+                f"{exc}; put GTZAN there with `python -m mgc.data gtzan --source "
+                f"ARCHIVE_OR_FOLDER --dest {root}` (or --source download when online), or point "
+                "MGC_DATA_ROOT / data.root at a folder of <genre>/<audio files>"
+            ) from exc
+
+
+def prepare_features(cfg: Config) -> Budget:
+    """Every track's log-mel in the cache, through Ray Data, before any trial reads it; then
+    the sweep's budget, said before it starts, with an estimate from a timed training step."""
+    import ray
+
+    from mgc.data.loader import split_tracks
+    from mgc.data.prepare import prepare
+    from mgc.run.budget import Budget, time_training_step
+
+    prepared = prepare(cfg)
+    log.info(
+        "features: %d computed, %d cached, %d skipped",
+        prepared.computed,
+        prepared.reused,
+        prepared.failed,
+    )
+    frames = {e.path: e.n_frames for e in prepared.ok}
+    _, parts, _, _ = split_tracks(cfg)
+    budget = Budget.of(
+        cfg,
+        [frames[t.path] for t in parts["train"] if t.path in frames],
+        [frames[t.path] for t in parts["valid"] if t.path in frames],
+    )
+    res = cfg.sweep.resources
+    concurrent = trial_concurrency(cfg, ray.cluster_resources().get("CPU", 1.0))
+    rate = time_training_step(cfg, threads=max(1, int(res.cpus_per_trial)))
+    log.info(budget.describe(rate, concurrent))
+    return budget
+
+
+def trial_concurrency(cfg: Config, cpus: float) -> int:
+    """How many runs go at once on `cpus` CPUs: sweep.max_concurrent, else as many as fit."""
+    fit = max(1, int(cpus // max(cfg.sweep.resources.cpus_per_trial, 1e-9)))
+    return cfg.sweep.max_concurrent or fit
+
+
+def wandb_mode(cfg: Config) -> str:
+    """This sweep's W&B mode, also set as WANDB_MODE for the processes it starts."""
+    mode = cfg.sweep.wandb.mode if cfg.sweep.wandb.enabled else "disabled"
+    if mode == "online" and not os.environ.get("WANDB_API_KEY"):
+        log.warning("W&B: no WANDB_API_KEY, logging offline (upload later with `wandb sync`)")
+        mode = "offline"
+    os.environ["WANDB_MODE"] = mode
+    return mode
+
+
+def wandb_callbacks(cfg: Config) -> list:
+    mode = wandb_mode(cfg)
+    if mode == "disabled":
+        return []
+    from ray.air.integrations.wandb import WandbLoggerCallback, _WandbLoggingActor
+
+    class LoggingActor(_WandbLoggingActor):
+        def run(self) -> None:
+            super().run()
+            # Close W&B's service while the actor is alive: Ray ends the actor next, and W&B's
+            # own exit hook then fails on the vanished service with a traceback on the terminal.
+            self._wandb.teardown()
+
+    class Callback(WandbLoggerCallback):
+        _logger_actor_cls = LoggingActor
+
+    return [
+        Callback(
+            project=cfg.sweep.wandb.project,
+            entity=cfg.sweep.wandb.entity,
+            group=cfg.experiment.name,
+            mode=mode,
+            # Straight into the sweep's storage: by default each trial's logging actor writes
+            # into Ray's temporary staging folder for the trial, and what it writes after the
+            # trial's last sync (it finishes after the trial does) never reaches ray_results.
+            dir=str(wandb_dir(cfg)),
+        )
+    ]
+
+
+def wandb_dir(cfg: Config) -> Path:
+    """Where this sweep's W&B runs go (offline ones wait there for `wandb sync`)."""
+    path = Path(cfg.sweep.storage_path).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def make_tuner(cfg: Config, space: dict[str, dict[str, list]], resume: bool, callbacks: list):
+    """Optuna proposes, ASHA stops weak trials early; `resume` picks a stopped sweep back up."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    res = cfg.sweep.resources
+    if res.workers_per_trial > 1:  # the trial only coordinates; its workers hold the resources
+        trainable = tune.with_resources(tune.with_parameters(_ddp_trial, cfg=cfg), {"CPU": 0.1})
+    else:
+        trainable = tune.with_resources(
+            tune.with_parameters(_trial, cfg=cfg),
+            {"CPU": res.cpus_per_trial, "GPU": res.gpus_per_trial},
+        )
+    storage = str(Path(cfg.sweep.storage_path).resolve())
+    exp_path = Path(storage) / f"mgc-{cfg.experiment.name}"
+    if resume and tune.Tuner.can_restore(str(exp_path)):
+        log.info("resuming %s", exp_path)
+        return tune.Tuner.restore(str(exp_path), trainable=trainable, resume_errored=True)
+    if resume:
+        log.warning("nothing to resume at %s: starting afresh", exp_path)
+    return tune.Tuner(
+        trainable,
+        param_space=to_tune_space(space),
+        tune_config=tune.TuneConfig(
+            metric=cfg.sweep.metric,
+            mode=cfg.sweep.mode,
+            search_alg=OptunaSearch(seed=cfg.train.seed),
+            scheduler=ASHAScheduler(
+                time_attr="training_iteration",
+                max_t=cfg.train.epochs,
+                grace_period=min(cfg.sweep.grace_period, cfg.train.epochs),
+                reduction_factor=cfg.sweep.reduction_factor,
+            ),
+            num_samples=cfg.sweep.num_samples,
+            max_concurrent_trials=cfg.sweep.max_concurrent or None,
+        ),
+        run_config=tune.RunConfig(
+            name=exp_path.name,
+            storage_path=storage,
+            callbacks=callbacks,
+            failure_config=tune.FailureConfig(max_failures=cfg.sweep.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        ),
+    )
+
+
+def run_trials(cfg: Config, space: dict[str, dict[str, list]], resume: bool):
+    """The search; returns Tune's ResultGrid once every trial has ended. Ctrl-C or SIGTERM make
+    Tune save its state and return early: that becomes a KeyboardInterrupt here (the CLI says how
+    to continue), never a table made from half a search."""
+    import signal
+
+    callbacks = wandb_callbacks(cfg)
+    tuner = make_tuner(cfg, space, resume, callbacks)
+    # Tune saves the experiment and stops cleanly on SIGINT only; SIGTERM goes the same way.
+    previous = signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+    try:
+        grid = tuner.fit()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    # Ray's W&B callback cleans up in __del__, which fails at interpreter exit once Ray's module
+    # is gone; let it run now, while Ray is up.
+    del tuner
+    callbacks.clear()
+    gc.collect()
+    unfinished = [t for t in grid._experiment_analysis.trials if t.status not in ENDED]
+    if unfinished or len(grid) < cfg.sweep.num_samples:
+        raise KeyboardInterrupt(f"{len(unfinished)} trial(s) unfinished")
+    if not any(r.error is None and r.metrics for r in grid):
+        first = next((r.error for r in grid if r.error is not None), "no trial reported")
+        raise RuntimeError(f"every trial failed; first error: {str(first).splitlines()[-1]}")
+    prune_trials(grid)
+    return grid
+
+
+ENDED = ("TERMINATED", "ERROR")
+
+
+def prune_trials(grid) -> int:
+    """Once every trial has ended, their weights are dead weight: the final seeds retrain the
+    chosen configuration and the table reads the trials' metrics, so each trial keeps only its
+    logs (Tune's result.json/progress.csv, run/train_log.csv, config), a few tens of KB, instead
+    of two copies of its last checkpoint (weights and optimiser state). Returns bytes freed."""
+    freed = 0
+    for result in grid:
+        trial = Path(result.path)
+        for folder in [trial / "run" / "checkpoints", *trial.glob("checkpoint_*")]:
+            if folder.is_dir():
+                freed += sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+                shutil.rmtree(folder)
+    log.info("search ended: %.1f MB of trial checkpoints removed", freed / 1e6)
+    return freed
+
+
+def final_seeds(
+    cfg: Config, params: dict[str, Any], out: Path, resume: bool = False
+) -> list[dict[str, Any]]:
+    """The chosen configuration trained with every final seed and tested once, as Ray tasks
+    with a trial's resources, in parallel where they fit. With `resume`, a seed's run folder
+    left by an interrupted sweep continues from its last checkpoint; otherwise an old folder
+    is kept aside, never overwritten in place."""
+    import ray
+
+    res = cfg.sweep.resources
+    task = ray.remote(
+        num_cpus=res.cpus_per_trial, num_gpus=res.gpus_per_trial, max_retries=cfg.sweep.max_failures
+    )(_final_run)
+    dirs = {seed: out / f"seed_{seed}" for seed in cfg.sweep.final_seeds}
+    for d in dirs.values():
+        if d.exists() and not resume:
+            d.rename(d.with_name(f"{d.name}.old-{int(d.stat().st_mtime)}"))
+    metrics = ray.get(
+        [task.remote(cfg, params, seed, str(d.resolve())) for seed, d in dirs.items()]
+    )
+    first = dirs[cfg.sweep.final_seeds[0]]
+    for name in ("confusion_matrix_test.png", "train_curves.png", "test_classification_report.txt"):
+        if (first / name).exists():
+            shutil.copy2(first / name, out / name)
+    return metrics
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def summarise(
+    cfg: Config, params: dict, seeds: list[dict[str, Any]], n_trials: int, seconds: float
+) -> dict:
+    out: dict[str, Any] = {
+        "experiment": cfg.experiment.name,
+        "description": cfg.experiment.description,
+        "model": cfg.model.name,
+        "augmentation": cfg.experiment.augmentation,
+        "strategy": cfg.experiment.strategy,
+        "compare_with": cfg.experiment.compare_with,
+        "params": seeds[0]["params"],
+        "pretrained": seeds[0].get("pretrained", "scratch"),
+        "split": seeds[0]["split"],
+        # Tracks per part, and how many of the split's tracks the dataset lacks (the
+        # fault-filtered split names 290 test tracks; a dataset may hold fewer).
+        "n_tracks": seeds[0].get("n_tracks"),
+        "missing_tracks": seeds[0].get("missing_tracks"),
+        "seeds": [m["seed"] for m in seeds],
+        "best_params": params,
+        "n_trials": n_trials,
+        "sweep_seconds": seconds,
+    }
+    for level in ("track", "chunk"):
+        for metric in ("accuracy", "macro_f1"):
+            mean, std = _mean_std([m["test"][f"{level}_{metric}"] for m in seeds])
+            out[f"test_{level}_{metric}_mean"] = mean
+            out[f"test_{level}_{metric}_std"] = std
+    return out
+
+
+def write_row(
+    cfg: Config,
+    space: dict,
+    grid,
+    best_params: dict,
+    seeds: list[dict],
+    seconds: float,
+    budget: Budget,
+) -> dict[str, Any]:
+    """results/<experiment>/: summary.json (with every trial, the budget and what it cost),
+    seeds.csv; then the tables."""
+    import ray
+
+    from mgc.core.device import machine
+    from mgc.report.table import write_seed_csv, write_tables
+    from mgc.results.artifacts import write_json
+
+    out = Path(cfg.sweep.results_dir) / cfg.experiment.name
+    summary = summarise(cfg, best_params, seeds, len(grid), seconds)
+    summary["budget"] = budget.to_dict()
+    # Every epoch any trial ran, failed ones included: ASHA's saving against the full grid.
+    summary["trial_epochs_run"] = sum(
+        int((r.metrics or {}).get("training_iteration", 0)) for r in grid
+    )
+    summary["failed_trials"] = sum(r.error is not None for r in grid)
+    summary["machine"] = machine()
+    cpus = ray.cluster_resources().get("CPU", 0.0)
+    gpus = ray.cluster_resources().get("GPU", 0.0)
+    summary["cpu_hours"] = seconds * cpus / 3600
+    summary["gpu_hours"] = seconds * gpus / 3600
+    summary["trials"] = [
+        {
+            "trial": Path(r.path).name,
+            **{k: r.config.get(k) for k in space},
+            "val_macro_f1": (r.metrics or {}).get(cfg.sweep.metric),
+            "epochs": (r.metrics or {}).get("training_iteration", 0),
+            **({"error": _last_line(r.error)} if r.error is not None else {}),
+        }
+        for r in grid
+    ]
+    write_json(out / "summary.json", summary)
+    write_seed_csv(out / "seeds.csv", seeds)
+    wandb_table(cfg, write_tables(cfg.sweep.results_dir))
+    return summary
+
+
+def _last_line(error: BaseException) -> str:
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    return lines[-1].strip() if lines else type(error).__name__
+
+
+def run_sweep(
+    ablation: str | Path, overrides: list[str] | None = None, resume: bool = False
+) -> SweepResult:
+    from mgc.run.budget import SPENT_FILE, time_spent
+
+    cfg, space = load_sweep(ablation, overrides)
+    exp_dir = Path(cfg.sweep.storage_path).resolve() / f"mgc-{cfg.experiment.name}"
+    if not resume and exp_dir.exists():  # a fresh sweep starts its clock afresh too
+        (exp_dir / SPENT_FILE).unlink(missing_ok=True)
+    with time_spent(exp_dir) as elapsed:
+        init_ray(cfg.sweep.ray_address, cfg.sweep.num_cpus)
+        budget = prepare_features(cfg)
+        grid, best_params = [], {}
+        if space:
+            grid = run_trials(cfg, space, resume)
+            best = grid.get_best_result(metric=cfg.sweep.metric, mode=cfg.sweep.mode, scope="all")
+            best_params = {k: best.config[k] for k in space}
+            log.info("best trial %s: %s", best.path, best_params)
+        else:
+            wandb_mode(cfg)  # no trials: the results table alone goes to W&B
+            log.info("no search space: the configuration as it is, with the final seeds")
+        out = Path(cfg.sweep.results_dir) / cfg.experiment.name
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(with_params(cfg, best_params), out / "best_config.yaml")
+        seeds = final_seeds(cfg, best_params, out, resume)
+        summary = write_row(cfg, space, grid, best_params, seeds, elapsed(), budget)
+    return SweepResult(out, best_params, seeds, summary)
+
+
+def wandb_table(cfg: Config, tables: dict[str, Path]) -> None:
+    if os.environ.get("WANDB_MODE") == "disabled":
+        return
+    import pandas as pd
+    import wandb
+
+    frame = pd.read_csv(tables["csv"], dtype=str, keep_default_na=False)
+    run = wandb.init(
+        project=cfg.sweep.wandb.project,
+        entity=cfg.sweep.wandb.entity,
+        job_type="results",
+        name=f"table-{cfg.experiment.name}",
+        mode=os.environ["WANDB_MODE"],
+        dir=str(wandb_dir(cfg)),
+    )
+    run.log({"results_table": wandb.Table(dataframe=frame)})
+    run.finish()

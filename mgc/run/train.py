@@ -1,0 +1,477 @@
+"""`python -m mgc.train CONFIG [overrides]`: one training run → a run folder. Imports nothing from Ray.
+
+`fit(cfg, report)` reads top to bottom: run folder, seed, device, data, model, optimiser and
+schedule, resume, then the epoch loop (train, validate, log, checkpoint, report, early stop),
+final evaluation and bundle. The sweep wraps this same function; a bare machine runs it as it is.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from mgc.core.config import Config, TrainConfig, save_config
+from mgc.core.device import FastPath, choose_fast_path, machine, select_device
+from mgc.core.fsio import atomic_path
+from mgc.data.datasets import DatasetError, write_label_map
+from mgc.data.loader import (
+    ChunkSet,
+    SplitData,
+    build_chunk_set,
+    iterate_batches,
+    load_split_data,
+    random_windows,
+)
+from mgc.features.transforms import SpecAugment
+from mgc.models import build_model, is_sklearn
+from mgc.models.adapter import Classifier, SklearnClassifier, TorchClassifier
+from mgc.models.baseline import fit_logreg, pooled_features
+from mgc.models.bundle import save_bundle
+from mgc.results.artifacts import plot_train_curves, write_json
+from mgc.results.evaluate import evaluate_chunks, write_evaluation
+
+log = logging.getLogger(__name__)
+
+# report(metrics, checkpoint_dir): called once per epoch; a sweep forwards it to Ray Tune.
+Report = Callable[[dict[str, Any], Path], None]
+
+LOG_COLUMNS = [
+    "epoch",
+    "train_loss",
+    "val_loss",
+    "train_acc",
+    "val_acc",
+    "val_macro_f1",
+    "val_track_acc",
+    "val_track_macro_f1",
+    "lr",
+    "seconds",
+]
+METRIC = "val_macro_f1"  # what "best" means for checkpoints and early stopping
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    metrics: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Parallel:
+    """This process's place in a data-parallel run (Ray Train); one process by default."""
+
+    rank: int = 0
+    world_size: int = 1
+    wrap: Callable[[nn.Module], nn.Module] | None = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+@dataclass
+class Progress:
+    """What the loop carries from epoch to epoch, and what a checkpoint restores."""
+
+    epoch: int = 0
+    best: float = -math.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0
+
+    def update(self, epoch: int, score: float) -> bool:
+        """Record an epoch's score; True when it is the best so far."""
+        self.epoch = epoch
+        if score > self.best:
+            self.best, self.best_epoch, self.bad_epochs = score, epoch, 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+# Pieces the loop calls by name
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def fast_path(train: TrainConfig) -> FastPath:
+    return choose_fast_path(
+        select_device(train.device), train.amp, train.channels_last, train.compile
+    )
+
+
+def make_optimizer(model: nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if train.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
+    if train.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=train.lr, momentum=0.9, weight_decay=train.weight_decay, nesterov=True
+        )
+    return torch.optim.Adam(params, lr=train.lr, weight_decay=train.weight_decay)
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, train: TrainConfig
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """Stepped once per epoch: constant, or linear warm-up then cosine to zero."""
+    sched = torch.optim.lr_scheduler
+    if train.scheduler == "none":
+        return sched.ConstantLR(optimizer, factor=1.0, total_iters=0)
+    warm = train.warmup_epochs
+    cosine = sched.CosineAnnealingLR(optimizer, T_max=max(1, train.epochs - warm))
+    if warm == 0:
+        return cosine
+    # Warm-up starts at 1/(warm+1) of the rate and reaches it when the cosine takes over.
+    linear = sched.LinearLR(optimizer, start_factor=1.0 / (warm + 1), total_iters=warm)
+    return sched.SequentialLR(optimizer, [linear, cosine], milestones=[warm])
+
+
+def train_step(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: nn.Module,
+    fast: FastPath,
+) -> tuple[float, int]:
+    """One optimiser step on a batch; returns (mean loss, correct predictions)."""
+    x, y = fast.to_input(x), y.to(fast.device)
+    with fast.autocast():
+        logits = model(x)
+        loss = loss_fn(logits.float(), y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.item(), int((logits.argmax(1) == y).sum())
+
+
+def train_epoch(
+    model: nn.Module,
+    chunks: ChunkSet,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: nn.Module,
+    augment: nn.Module | None,
+    fast: FastPath,
+    cfg: Config,
+    generator: torch.Generator,
+    parallel: Parallel = Parallel(),
+) -> tuple[float, float]:
+    model.train()
+    total_loss, correct, seen = 0.0, 0, 0
+    rank, world = parallel.rank, parallel.world_size
+    if cfg.train.windows_per_track:
+        chunks = random_windows(chunks, cfg.train.windows_per_track, generator)
+    batches = iterate_batches(
+        chunks,
+        cfg.train.batch_size * world,
+        shuffle=True,
+        generator=generator,
+        jitter=cfg.train.chunk_jitter,
+    )
+    for x, y, _ in batches:
+        x, y = x[rank::world], y[rank::world]  # this worker's shard of the global batch
+        if len(y) == 0:
+            continue
+        if augment is not None:
+            x = augment(x)
+        loss, n_correct = train_step(model, x, y, optimizer, loss_fn, fast)
+        total_loss += loss * len(y)
+        correct += n_correct
+        seen += len(y)
+    return total_loss / max(seen, 1), correct / max(seen, 1)
+
+
+def epoch_row(epoch: int, val: dict, seconds: float, **train: float) -> dict[str, Any]:
+    """One line of train_log.csv: the training figures given, the validation ones from `val`."""
+    return {
+        "epoch": epoch,
+        **train,
+        "val_loss": val.get("loss", ""),
+        "val_acc": val["chunk_accuracy"],
+        "val_macro_f1": val["chunk_macro_f1"],
+        "val_track_acc": val["track_accuracy"],
+        "val_track_macro_f1": val["track_macro_f1"],
+        "seconds": seconds,
+    }
+
+
+def default_run_dir(cfg: Config) -> Path:
+    name = cfg.run.name or f"{cfg.experiment.name}-{cfg.model.name}"
+    return Path(cfg.run.out_dir) / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def append_log(path: Path, row: dict[str, Any]) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=LOG_COLUMNS)
+        if new:
+            writer.writeheader()
+        writer.writerow({k: row.get(k, "") for k in LOG_COLUMNS})
+
+
+def truncate_log(path: Path, last_epoch: int) -> None:
+    """On resume, drop log rows of epochs after the checkpoint (they will be run again)."""
+    if not path.exists():
+        return
+    with open(path, newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if int(r["epoch"]) <= last_epoch]
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=LOG_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def save_checkpoint(path: Path, training: dict[str, Any], progress: Progress) -> None:
+    """Everything resume needs, written whole or not at all."""
+    state = {name: obj.state_dict() for name, obj in training.items() if name != "generator"}
+    state["rng"] = {
+        "torch": torch.get_rng_state(),
+        "generator": training["generator"].get_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+    state["progress"] = vars(progress)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: Path, training: dict[str, Any], device: torch.device) -> Progress:
+    state = torch.load(path, map_location=device, weights_only=False)
+    for name, obj in training.items():
+        if name != "generator":
+            obj.load_state_dict(state[name])
+    rng = state["rng"]
+    torch.set_rng_state(rng["torch"])
+    training["generator"].set_state(rng["generator"])
+    np.random.set_state(rng["numpy"])
+    random.setstate(rng["python"])
+    return Progress(**state["progress"])
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+def fit(
+    cfg: Config,
+    report: Report | None = None,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    data: SplitData | None = None,
+    parallel: Parallel = Parallel(),
+    final_eval: bool = True,
+) -> RunResult:
+    """Train cfg.model on cfg.data (features already in the cache: `mgc.data.prepare`); write the run
+    folder; return its final metrics.
+
+    `resume=True` continues from `run_dir/checkpoints/last.pt` when it exists. `parallel` lets a
+    data-parallel launcher (Ray Train) run the same loop. `final_eval=False` (sweep trials) stops
+    after the epochs: the test part stays untouched until the chosen configuration's final runs.
+    """
+    t_start = time.perf_counter()
+    run_dir = Path(run_dir) if run_dir else default_run_dir(cfg)
+    ckpt_dir = run_dir / "checkpoints"
+    if parallel.is_main:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+
+    # seed, device
+    seed_everything(cfg.train.seed)
+    fast = fast_path(cfg.train)
+
+    # data
+    data = data or load_split_data(cfg)
+    if not data.parts["train"] or not data.parts["valid"]:
+        raise DatasetError(
+            f"{cfg.data.root}: split '{data.split_name}' leaves no training or validation tracks"
+        )
+    if parallel.is_main:
+        write_label_map(data.genres, run_dir)
+    train_set = build_chunk_set(data.parts["train"], cfg.chunks, cfg.features)
+    valid_set = build_chunk_set(data.parts["valid"], cfg.chunks, cfg.features)
+    log.info(
+        "split %s: %d/%d/%d tracks, %d train chunks of %d frames",
+        data.split_name,
+        *(len(data.parts[p]) for p in ("train", "valid", "test")),
+        len(train_set),
+        train_set.window,
+    )
+    if is_sklearn(cfg.model.name):
+        return fit_baseline(cfg, data, train_set, valid_set, run_dir, report, final_eval, t_start)
+
+    # model
+    model = fast.place(build_model(cfg.model, len(data.genres), cfg.features.n_mels))
+    train_model = parallel.wrap(model) if parallel.wrap else model
+    if fast.compile:
+        train_model = torch.compile(train_model)
+    classifier = TorchClassifier(model, fast)
+
+    # optimiser, schedule, loss, augmentation
+    optimizer = make_optimizer(model, cfg.train)
+    scheduler = make_scheduler(optimizer, cfg.train)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
+    aug = cfg.train.specaugment
+    augment = SpecAugment.from_config(aug) if aug.enabled else None
+    generator = torch.Generator().manual_seed(cfg.train.seed)
+    training = {
+        "model": model,
+        "optimizer": optimizer,
+        "scheduler": scheduler,
+        "generator": generator,
+    }
+
+    # resume
+    progress = Progress()
+    last_path = ckpt_dir / "last.pt"
+    if resume and last_path.exists():
+        progress = load_checkpoint(last_path, training, fast.device)
+        if parallel.is_main:
+            truncate_log(run_dir / "train_log.csv", progress.epoch)
+        log.info("resumed %s at epoch %d", run_dir, progress.epoch + 1)
+
+    # epoch loop
+    for epoch in range(progress.epoch + 1, cfg.train.epochs + 1):
+        t0 = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
+        train_loss, train_acc = train_epoch(
+            train_model, train_set, optimizer, loss_fn, augment, fast, cfg, generator, parallel
+        )
+        scheduler.step()
+        val = evaluate_chunks(classifier, valid_set, loss_fn)
+        row = epoch_row(
+            epoch, val, time.perf_counter() - t0, train_loss=train_loss, train_acc=train_acc, lr=lr
+        )
+        improved = progress.update(epoch, row[METRIC])
+        if parallel.is_main:
+            append_log(run_dir / "train_log.csv", row)
+            if improved and final_eval:  # a sweep trial never tests, so keeps no best weights
+                with atomic_path(ckpt_dir / "best.pt") as tmp:
+                    torch.save({"model": model.state_dict(), "epoch": epoch}, tmp)
+            save_checkpoint(last_path, training, progress)
+        log.info(
+            "epoch %d: train loss %.3f acc %.3f | val loss %.3f acc %.3f macro-F1 %.3f | %.1fs",
+            epoch,
+            train_loss,
+            train_acc,
+            row["val_loss"],
+            row["val_acc"],
+            row["val_macro_f1"],
+            row["seconds"],
+        )
+        if report is not None:
+            report({**row, "best_val_macro_f1": progress.best}, ckpt_dir)
+        patience = cfg.train.early_stopping_patience
+        if patience and progress.bad_epochs >= patience:
+            log.info("early stop at epoch %d: no better %s for %d epochs", epoch, METRIC, patience)
+            break
+
+    info = {**model.info, "best_epoch": progress.best_epoch, "epochs_run": progress.epoch}
+    if not parallel.is_main or not final_eval:
+        return RunResult(run_dir, trial_metrics(progress, info))
+    # final evaluation with the best weights
+    best_state = torch.load(ckpt_dir / "best.pt", map_location=fast.device, weights_only=True)
+    model.load_state_dict(best_state["model"])
+    return RunResult(run_dir, finish(cfg, data, classifier, run_dir, info, t_start))
+
+
+def trial_metrics(progress: Progress, info: dict[str, Any]) -> dict[str, Any]:
+    return {"best_val_macro_f1": progress.best, "best_epoch": progress.best_epoch, **info}
+
+
+def fit_baseline(
+    cfg: Config,
+    data: SplitData,
+    train_set: ChunkSet,
+    valid_set: ChunkSet,
+    run_dir: Path,
+    report: Report | None,
+    final_eval: bool,
+    t_start: float,
+) -> RunResult:
+    """M1 logistic regression on time-pooled chunks: one 'epoch', the same evaluation."""
+    t0 = time.perf_counter()
+    xs, ys = [], []
+    for x, y, _ in iterate_batches(train_set, 256):
+        xs.append(pooled_features(x.numpy()))
+        ys.append(y.numpy())
+    pipeline = fit_logreg(np.concatenate(xs), np.concatenate(ys), cfg.train.seed)
+    classifier = SklearnClassifier(pipeline, len(data.genres))
+    val = evaluate_chunks(classifier, valid_set)
+    row = epoch_row(1, val, time.perf_counter() - t0)
+    progress = Progress()
+    progress.update(1, row[METRIC])
+    append_log(run_dir / "train_log.csv", row)
+    if report is not None:
+        report({**row, "best_val_macro_f1": progress.best}, run_dir / "checkpoints")
+    info = {
+        "name": cfg.model.name,
+        "params": classifier.params,
+        "pretrained": "scratch",
+        "best_epoch": 1,
+        "epochs_run": 1,
+    }
+    if not final_eval:
+        return RunResult(run_dir, trial_metrics(progress, info))
+    return RunResult(run_dir, finish(cfg, data, classifier, run_dir, info, t_start))
+
+
+def finish(
+    cfg: Config,
+    data: SplitData,
+    classifier: Classifier,
+    run_dir: Path,
+    info: dict[str, Any],
+    t_start: float,
+) -> dict[str, Any]:
+    """Evaluate on valid and test, write metrics.json, curves and the model bundle."""
+    fast = getattr(classifier, "fast", None)
+    metrics: dict[str, Any] = {
+        "experiment": cfg.experiment.name,
+        "model": cfg.model.name,
+        "params": info["params"],
+        "pretrained": info.get("pretrained", "scratch"),
+        "split": data.split_name,
+        "missing_tracks": data.missing,
+        "skipped_files": data.skipped,
+        "seed": cfg.train.seed,
+        "device": str(fast.device) if fast else "cpu",
+        "machine": machine(),
+        "fast_path": fast.describe() if fast else None,
+        "best_epoch": info.get("best_epoch"),
+        "epochs_run": info.get("epochs_run"),
+        "n_tracks": {p: len(t) for p, t in data.parts.items()},
+    }
+    if data.parts.get("valid"):
+        valid_set = build_chunk_set(data.parts["valid"], cfg.chunks, cfg.features)
+        metrics["valid"] = evaluate_chunks(classifier, valid_set)
+    if data.parts.get("test"):
+        test_set = build_chunk_set(data.parts["test"], cfg.chunks, cfg.features)
+        title = f"{cfg.experiment.name} {cfg.model.name}: test tracks, {data.split_name} split"
+        metrics["test"] = write_evaluation(
+            classifier, test_set, data.genres, run_dir, "test", title
+        )
+    metrics["seconds"] = time.perf_counter() - t_start
+    write_json(run_dir / "metrics.json", metrics)
+    if (run_dir / "train_log.csv").exists():
+        plot_train_curves(run_dir / "train_log.csv", run_dir / "train_curves.png")
+    save_bundle(run_dir, classifier, data.genres, cfg.features, cfg.chunks, cfg.model, info)
+    return metrics

@@ -1,0 +1,1 @@
+"""Serving a trained model: predict, export, publish, the web page and the Telegram bot."""

@@ -1,0 +1,199 @@
+"""`python -m mgc.publish RUN_DIR [RUN_DIR ...] --out DIR --id ID`: a trained run as a shippable
+model: its bundle, a config that `mgc.results.evaluate` can use anywhere, and a model card.
+
+The first run is the one shipped; every run given (the same recipe with other seeds) counts in
+the card's mean ± std. Every number on the card is read from the runs' own metrics.json.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mgc.core.config import ConfigError, load_config
+from mgc.core.fsio import atomic_write
+from mgc.models.bundle import BUNDLE_DIR, load_bundle
+
+CARD_JSON, CARD_MD = "model_card.json", "model_card.md"
+METRICS = ("track_accuracy", "track_macro_f1", "chunk_accuracy", "chunk_macro_f1")
+
+# What GTZAN is and is not, for anyone deciding whether this model fits their music.
+DATA_NOTES = [
+    "GTZAN: 30 s excerpts, 22050 Hz mono, 10 genres, collected around 2000-2001 from CDs, radio "
+    "and microphone recordings; here 807 of its 1000 clips (blues 100, classical 100, country "
+    "100, jazz 100, hiphop 98, pop 98, metal 92, rock 51, reggae 48, disco 20).",
+    "Known faults (Sturm 2013): exact repeats, several excerpts of the same recording, "
+    "mislabelled clips and one artist dominating some genres. On the stratified split these "
+    "can fall in both training and test, which flatters test accuracy; the artist-filtered "
+    "split (data.split=fault_filtered) is the honest measure.",
+]
+LIMITATIONS = [
+    "Ten genres only; anything else (electronic, folk, metalcore, K-pop, speech) is forced "
+    "into the nearest of the ten.",
+    "Trained on 30 s excerpts of late-1990s recordings; modern production, live recordings "
+    "and low-fidelity phone captures may score differently.",
+    "Scores are the mean over 3 s windows; they are not calibrated probabilities, and a "
+    "mixed-genre track gets a mixed answer (use --segments to see it along the file).",
+    "Not for decisions about people or royalties; it is a research baseline.",
+]
+
+
+def _mean_std(values: list[float]) -> dict[str, Any]:
+    out: dict[str, Any] = {"mean": statistics.fmean(values), "n": len(values)}
+    if len(values) > 1:  # one run has no spread; say nothing rather than ± 0
+        out["std"] = statistics.stdev(values)
+    out["runs"] = values
+    return out
+
+
+def _read_run(run_dir: Path) -> dict[str, Any]:
+    metrics_path = run_dir / "metrics.json"
+    if not metrics_path.is_file():
+        raise ConfigError(f"{run_dir}: no metrics.json (not a finished mgc.run.train run)")
+    return json.loads(metrics_path.read_text())
+
+
+def portable_config(run_dir: Path) -> dict[str, Any]:
+    """The run's config with this machine's paths put back to their environment defaults."""
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    cfg["data"]["root"] = "${MGC_DATA_ROOT:-data/gtzan}"
+    cfg["data"]["extra_train_roots"] = []
+    cfg["cache"]["dir"] = "${MGC_CACHE_DIR:-.mgc_cache}"
+    cfg["run"]["out_dir"] = "runs"
+    return cfg
+
+
+def model_card(model_id: str, runs: list[Path], trained_on: str | None) -> dict[str, Any]:
+    metrics = [_read_run(r) for r in runs]
+    first, cfg = metrics[0], load_config(runs[0] / "config.yaml")
+    recipes = {
+        json.dumps({**yaml.safe_load((r / "config.yaml").read_text())["train"], "seed": 0})
+        for r in runs
+    }
+    if len(recipes) > 1:
+        raise ConfigError("the runs differ in more than train.seed: not seeds of one recipe")
+    command = runs[0] / "command.txt"
+    machine = first.get("machine") or ({"cpu": trained_on} if trained_on else "not recorded")
+    return {
+        "model_id": model_id,
+        "model": first["model"],
+        "params": first["params"],
+        "genres": load_bundle(runs[0]).genres,
+        "command": command.read_text().strip() if command.is_file() else "not recorded",
+        "config": "config.yaml (beside this card; paths reset to their environment defaults)",
+        "recipe": {
+            "optimizer": cfg.train.optimizer,
+            "lr": cfg.train.lr,
+            "weight_decay": cfg.train.weight_decay,
+            "scheduler": cfg.train.scheduler,
+            "label_smoothing": cfg.train.label_smoothing,
+            "specaugment": cfg.train.specaugment.enabled,
+            "chunk_jitter": cfg.train.chunk_jitter,
+            "epochs": cfg.train.epochs,
+            "batch_size": cfg.train.batch_size,
+        },
+        "features": vars(cfg.features),
+        "chunks": vars(cfg.chunks),
+        "split": first["split"],
+        "tracks": first["n_tracks"],
+        "shipped_seed": first["seed"],
+        "seeds": [m["seed"] for m in metrics],
+        "best_epoch": first["best_epoch"],
+        "test": {k: _mean_std([m["test"][k] for m in metrics]) for k in METRICS},
+        "shipped_test": {k: first["test"][k] for k in METRICS},
+        "trained_on": machine,
+        "train_seconds": first.get("seconds"),
+        "data": DATA_NOTES,
+        "limitations": LIMITATIONS,
+    }
+
+
+def _machine_text(machine: dict[str, Any] | str) -> str:
+    if isinstance(machine, str):
+        return machine
+    return ", ".join(str(v) if k == "cpu" else f"{k} {v}" for k, v in machine.items())
+
+
+def render_card(card: dict[str, Any]) -> str:
+    def pm(stat: dict[str, Any]) -> str:
+        text = f"{stat['mean']:.3f}"
+        return text + (f" ± {stat['std']:.3f}" if "std" in stat else " (one seed)")
+
+    t, s = card["test"], card["shipped_test"]
+    lines = [
+        f"# Model card: {card['model_id']}",
+        "",
+        f"`{card['model']}` ({card['params']:,} parameters), log-mel "
+        f"{card['features']['n_mels']} bands at {card['features']['sample_rate']} Hz, "
+        f"{card['chunks']['window_s']:g} s windows, track score = mean of the window "
+        f"probabilities. Genres: {', '.join(card['genres'])}.",
+        "",
+        "## How it was made",
+        "",
+        f"    {card['command']}",
+        "",
+        *(
+            [
+                f"The other seeds ran the same recipe with `train.seed` set to each of {card['seeds'][1:]}.",
+                "",
+            ]
+            if len(card["seeds"]) > 1
+            else []
+        ),
+        f"Recipe: {json.dumps(card['recipe'])}. Best epoch {card['best_epoch']}. "
+        f"Trained on: {_machine_text(card['trained_on'])}"
+        + (f", {card['train_seconds'] / 60:.0f} min." if card.get("train_seconds") else "."),
+        "",
+        f"## Test results ({card['split']} split; tracks train/valid/test "
+        f"{'/'.join(str(card['tracks'].get(p, 0)) for p in ('train', 'valid', 'test'))})",
+        "",
+        "| | shipped (seed " + str(card["shipped_seed"]) + ") | seeds " + str(card["seeds"]) + " |",
+        "|---|---|---|",
+        *(f"| {k.replace('_', ' ')} | {s[k]:.3f} | {pm(t[k])} |" for k in METRICS),
+        "",
+        "Reproduce the shipped row: `python -m mgc.evaluate mgc/bundled/gtzan "
+        "data.root=/path/to/gtzan --out eval/` (track level is the mean of chunk probabilities).",
+        "",
+        "## Data",
+        "",
+        *(f"- {note}" for note in card["data"]),
+        "",
+        "## Not good for",
+        "",
+        *(f"- {item}" for item in card["limitations"]),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def publish(
+    runs: list[Path], out: Path, model_id: str, force: bool, trained_on: str | None
+) -> Path:
+    if out.exists() and not force:
+        raise ConfigError(f"{out}: exists; pass --force to replace it")
+    card = model_card(model_id, runs, trained_on)
+    # Built beside the target, then swapped in: a reader never sees half a model.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        shutil.copytree(runs[0] / BUNDLE_DIR, staging, dirs_exist_ok=True)
+        meta = json.loads((staging / "bundle.json").read_text())
+        meta["info"]["model_id"] = model_id
+        atomic_write(staging / "bundle.json", json.dumps(meta, indent=2) + "\n")
+        atomic_write(
+            staging / "config.yaml", yaml.safe_dump(portable_config(runs[0]), sort_keys=False)
+        )
+        atomic_write(staging / CARD_JSON, json.dumps(card, indent=2) + "\n")
+        atomic_write(staging / CARD_MD, render_card(card))
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out
