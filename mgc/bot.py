@@ -26,7 +26,7 @@ from mgc.serve.bot.tokens import (
     token_file_is_shared,
 )
 
-log = logging.getLogger("mgc.serve.bot")
+log = logging.getLogger("mgc.bot")
 
 
 def build_parser() -> argparse.ArgumentParser:

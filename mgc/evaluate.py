@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m mgc.evaluate", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("run_dir", help="a run folder written by mgc.run.train")
+    parser.add_argument("run_dir", help="a run folder written by mgc.train")
     parser.add_argument(
         "overrides", nargs="*", help="e.g. data.split=fault_filtered data.root=/data/gtzan"
     )

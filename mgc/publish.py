@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("runs", nargs="+", type=Path, help="run folders; the first is shipped")
     parser.add_argument("--out", type=Path, required=True, help="e.g. mgc/bundled/gtzan")
-    parser.add_argument("--id", required=True, help="model id printed by mgc.serve.predict")
+    parser.add_argument("--id", required=True, help="model id printed by mgc.predict")
     parser.add_argument("--force", action="store_true", help="replace an existing --out")
     parser.add_argument("--trained-on", help="machine, for runs that did not record it")
     args = parser.parse_args(argv)

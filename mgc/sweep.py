@@ -1,6 +1,7 @@
 """`python -m mgc.sweep ABLATION.yaml [overrides]`: Ray Tune + Optuna + ASHA, final seeds, the table.
 
-The command line; the work is done by `mgc.run.sweep`.
+The command line over two floors: the row from `mgc.run.sweep`, then the tables over every
+stored row from `mgc.report.table` (and to W&B).
 """
 
 from __future__ import annotations
@@ -8,9 +9,21 @@ from __future__ import annotations
 import argparse
 import logging
 import shlex
+from pathlib import Path
 
 from mgc.core.cli import run_command
-from mgc.run.sweep import run_sweep
+from mgc.report.table import row_line, write_tables
+from mgc.run.sweep import SweepResult, run_sweep
+from mgc.run.tracking import wandb_table
+
+
+def sweep(
+    ablation: str | Path, overrides: list[str] | None = None, resume: bool = False
+) -> SweepResult:
+    """The row, then every table rebuilt with it; the table also goes to W&B."""
+    result = run_sweep(ablation, overrides, resume)
+    wandb_table(result.cfg, write_tables(result.experiment_dir.parent))
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,10 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     overrides = list(args.overrides) + (["sweep.wandb.enabled=false"] if args.no_wandb else [])
 
-    def sweep() -> int:
-        from mgc.report.table import row_line
-
-        result = run_sweep(args.ablation, overrides, resume=args.resume)
+    def body() -> int:
+        result = sweep(args.ablation, overrides, resume=args.resume)
         s = result.summary
         print(f"{row_line(s)}; {s['n_trials']} trials in {s['sweep_seconds'] / 60:.1f} min")
         print(
@@ -44,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         ["python", "-m", "mgc.sweep", args.ablation, *args.overrides, "--resume"]
         + (["--no-wandb"] if args.no_wandb else [])
     )
-    return run_command(sweep, f"continue with  {again}")
+    return run_command(body, f"continue with  {again}")
 
 
 if __name__ == "__main__":

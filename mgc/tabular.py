@@ -1,6 +1,7 @@
 """`python -m mgc.tabular FEATURES_CSV [ABLATION.yaml] [overrides]`: a hand-made feature table → a row.
 
-The command line; the work is done by `mgc.run.tabular`.
+The command line over two floors: the row from `mgc.run.tabular`, then the tables from
+`mgc.report.table`.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import argparse
 import logging
 
 from mgc.core.cli import config_and_overrides, run_command
-from mgc.report.table import row_line
+from mgc.report.table import row_line, write_tables
 from mgc.run.tabular import run_tabular
 
 
@@ -30,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def tabular() -> int:
         result = run_tabular(args.features_csv, config, overrides)
+        write_tables(result.experiment_dir.parent)
         s = result.summary
         print(f"{row_line(s)}; C = {s['best_params']['C']:g} of {s['n_trials']} on validation")
         out = result.experiment_dir

@@ -16,7 +16,7 @@ from mgc.core.config import ConfigError, load_config
 from mgc.core.fsio import atomic_write
 from mgc.data.datasets import printable
 from mgc.data.prepare import prepare
-from mgc.run.train import default_run_dir, fit, log
+from mgc.run.train import default_run_dir, log, trainer_for
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
             log.warning("skipped %s", e.error)
         for path, why in prep.ignored:
             log.info("ignored %s: %s", printable(path), why)
-        result = fit(cfg, run_dir=run_dir, resume=bool(args.resume))
+        result = trainer_for(cfg)(cfg, run_dir=run_dir, resume=bool(args.resume))
         m = result.metrics
         print(f"run: {result.run_dir}")
         if test := m.get("test"):

@@ -243,9 +243,9 @@ def runs(tmp_path_factory) -> Runs:
     cache, run_dir = tmp / "cache", tmp / "run"
     data = [f"data.root={root}", f"cache.dir={cache}"]
     scan_proc = cli("mgc.data", "scan", str(scan_root), "--quiet", deny=True, cwd=tmp)
-    prepare_proc = cli("mgc.data.prepare", *data, "--no-ray", deny=True, cwd=tmp)
+    prepare_proc = cli("mgc.prepare", *data, "--no-ray", deny=True, cwd=tmp)
     train_proc = cli(
-        "mgc.run.train",
+        "mgc.train",
         *data,
         "chunks.window_s=1.0",
         "model.width=8",
@@ -261,7 +261,7 @@ def runs(tmp_path_factory) -> Runs:
     )
     out = tmp / "predictions.json"
     predict_proc = cli(
-        "mgc.serve.predict", str(root), "--format", "json", "--out", str(out), "--device", "cpu",
+        "mgc.predict", str(root), "--format", "json", "--out", str(out), "--device", "cpu",
         deny=True,
         cwd=tmp,
     )  # fmt: skip
@@ -449,7 +449,7 @@ def test_predict_gives_every_file_a_row(runs: Runs):
 def test_predict_text_output_shows_a_non_utf8_name(runs: Runs, fmt: str, tmp_path):
     odd = runs.root / "metal" / ODD_NAME
     proc = cli(
-        "mgc.serve.predict", str(odd), str(runs.root / "blues/zero.wav"), "--format", fmt,
+        "mgc.predict", str(odd), str(runs.root / "blues/zero.wav"), "--format", fmt,
         "--device", "cpu",
         cwd=tmp_path,
     )  # fmt: skip
@@ -511,7 +511,7 @@ def test_an_unreadable_file_is_reported_until_it_can_be_read(tmp_path: Path):
             write_audio(root / g / f"{g}{i}.wav", tone(300 * (1 + i), 2.0, seed=i))
     locked = root / "a" / "locked.wav"
     _write_locked(locked)
-    args = ("mgc.data.prepare", f"data.root={root}", f"cache.dir={tmp_path / 'cache'}", "--no-ray")
+    args = ("mgc.prepare", f"data.root={root}", f"cache.dir={tmp_path / 'cache'}", "--no-ray")
     first = cli(*args, deny=True, cwd=tmp_path)
     assert first.returncode == 0 and "Traceback" not in first.stderr, first.stderr[-3000:]
     assert f"  skipped {locked}: cannot read" in first.stdout
@@ -537,7 +537,7 @@ def test_a_bad_non_utf8_name_is_reported_readably(ray_local, tmp_path: Path):
     cfg = load_config(None, [f"data.root={root}", f"cache.dir={tmp_path / 'ray-cache'}"])
     (bad,) = prepare(cfg, use_ray=True).bad
     assert bad.error.startswith(shown)
-    args = ("mgc.data.prepare", f"data.root={root}", f"cache.dir={tmp_path / 'cache'}", "--no-ray")
+    args = ("mgc.prepare", f"data.root={root}", f"cache.dir={tmp_path / 'cache'}", "--no-ray")
     proc = cli(*args, cwd=tmp_path)
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert f"  skipped {shown}" in proc.stdout

@@ -29,7 +29,9 @@ def module_name(path: Path, pkg: Path) -> str:
 def package_of(name: str) -> str | None:
     """The floor package a module belongs to; None for a root-level command (or mgc itself)."""
     parts = name.split(".")
-    return parts[1] if len(parts) > 2 or (len(parts) == 2 and parts[1] in FLOOR_NAMES | TOP) else None
+    return (
+        parts[1] if len(parts) > 2 or (len(parts) == 2 and parts[1] in FLOOR_NAMES | TOP) else None
+    )
 
 
 def level(name: str) -> int:

@@ -8,8 +8,8 @@ import pytest
 from mgc.core.config import ConfigError, load_config
 from mgc.data.prepare import prepare
 from mgc.report.table import COLUMNS
-from mgc.run.sweep import check_space, read_search_space, run_sweep
-from mgc.sweep import main
+from mgc.run.sweep import check_space, read_search_space
+from mgc.sweep import main, sweep
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -49,7 +49,7 @@ def test_sweep_end_to_end_fills_the_table(
     prepare(load_config(REPO / "ablations" / "e0.yaml", overrides), use_ray=False)
     shared = [tmp_path / "cache", synth_dataset]
     before = [snapshot(folder) for folder in shared]
-    result = run_sweep(REPO / "ablations" / "e0.yaml", overrides)
+    result = sweep(REPO / "ablations" / "e0.yaml", overrides)
     assert [snapshot(folder) for folder in shared] == before
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "cache",
@@ -155,7 +155,7 @@ def test_data_parallel_trial_trains_through_ray_train(
         "sweep.final_seeds=[0]",
         "sweep.wandb.enabled=off",
     ]
-    result = run_sweep(REPO / "ablations" / "e0.yaml", overrides)
+    result = sweep(REPO / "ablations" / "e0.yaml", overrides)
     (trial,) = result.summary["trials"]
     assert trial["epochs"] == 1 and 0.0 <= trial["val_macro_f1"] <= 1.0
     # The trial ran as a Ray Train run (its own storage under the trial) that kept rank 0's
@@ -238,7 +238,7 @@ def test_failed_trial_is_retried_from_its_checkpoint(
         "sweep.final_seeds=[0]",
         "sweep.wandb.enabled=off",
     ]
-    result = run_sweep(REPO / "ablations" / "e0.yaml", overrides)
+    result = sweep(REPO / "ablations" / "e0.yaml", overrides)
     # One trial really failed after its first epoch; its retry finished both epochs.
     assert (flaky_ray / "failed").read_text() == "1"
     assert not (flaky_ray / "fail-after-first-epoch").exists()
@@ -263,7 +263,7 @@ def test_a_trial_that_keeps_failing_is_recorded_and_the_sweep_goes_on(
         "sweep.final_seeds=[0]",
         "sweep.wandb.enabled=off",
     ]
-    result = run_sweep(REPO / "ablations" / "e0.yaml", overrides)
+    result = sweep(REPO / "ablations" / "e0.yaml", overrides)
     failed = [t for t in result.summary["trials"] if "error" in t]
     assert len(result.summary["trials"]) == 2 and len(failed) == 1
     assert failed[0]["error"].endswith("injected failure after an epoch")
@@ -283,7 +283,7 @@ def test_interrupted_sweep_resumes(flaky_ray: Path, synth_dataset: Path, tmp_pat
     ]
     (flaky_ray / "fail-always").touch()
     with pytest.raises(RuntimeError, match="every trial failed"):
-        run_sweep(REPO / "ablations" / "e0.yaml", overrides)
+        sweep(REPO / "ablations" / "e0.yaml", overrides)
     assert not (tmp_path / "results" / "E0").exists()
     (flaky_ray / "fail-always").unlink()
     # The same command with --resume picks the experiment up and reruns what did not finish.
@@ -425,3 +425,20 @@ def test_missing_search_space_and_a_split_of_unknown_tracks_fail_before_ray(
     (err,) = capsys.readouterr().err.strip().splitlines()
     assert "none of its 1 train tracks are in the dataset" in err
     assert not (tmp_path / "rr").exists()
+
+
+def test_a_grid_budget_counts_one_fit_per_trial():
+    from mgc.run.budget import Budget
+
+    b = Budget.grid(n_trials=7, final_seeds=3, n_train=400, n_valid=90)
+    assert (b.grid_trial_epochs, b.expected_trial_epochs, b.max_epochs) == (7, 7.0, 1)
+    assert (b.final_seeds, b.train_samples_per_epoch, b.valid_samples) == (3, 400, 90)
+
+
+def test_the_timed_step_uses_the_runs_own_training_pieces():
+    from mgc.run.budget import time_training_step
+
+    small = load_config(None, ["model.width=8", "train.batch_size=4"])
+    assert 0 < time_training_step(small, threads=1) < float("inf")
+    # A scikit-learn row has no training step to time.
+    assert time_training_step(load_config(None, ["model.name=logreg"]), threads=1) == float("inf")

@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mgc.report.table import COLUMNS, SEED_COLUMNS, collect, write_seed_csv, write_tables
+from mgc.report.table import COLUMNS, collect, write_tables
+from mgc.results.rows import SEED_COLUMNS, write_seed_csv
 from mgc.table import main
 
 

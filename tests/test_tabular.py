@@ -14,7 +14,8 @@ import pytest
 from mgc.core.config import load_config
 from mgc.data.loader import split_tracks
 from mgc.data.splits import PARTS
-from mgc.report.table import SEED_COLUMNS, collect
+from mgc.report.table import collect
+from mgc.results.rows import SEED_COLUMNS
 from mgc.run.tabular import ROW_DEFAULTS, read_feature_table, run_tabular, split_rows
 from mgc.tabular import main
 
@@ -91,9 +92,9 @@ def test_table_is_cut_to_the_cnn_rows_tracks(synth_dataset: Path, tmp_path: Path
 
 def test_row_files_and_the_table(synth_dataset: Path, tmp_path: Path):
     csv = feature_csv(tmp_path / "features_30_sec.csv", dataset_rows(synth_dataset))
-    result = run_tabular(csv, None, overrides(synth_dataset, tmp_path))
+    # The command: the row, then the tables.
+    assert main([str(csv), *overrides(synth_dataset, tmp_path)]) == 0
     out = tmp_path / "results" / "D7"
-    assert result.experiment_dir == out
     s = json.loads((out / "summary.json").read_text())
     assert s["experiment"] == "D7" and s["model"] == "logreg (features_30_sec)"
     assert s["augmentation"] == "none" and s["strategy"] == "hand-made features"
@@ -129,7 +130,7 @@ def test_row_files_and_the_table(synth_dataset: Path, tmp_path: Path):
 
     # Run again: the new seed folders take the names, the old ones are kept aside.
     run_tabular(csv, None, overrides(synth_dataset, tmp_path, "experiment.name=D7b"))
-    run_tabular(csv, None, overrides(synth_dataset, tmp_path))
+    assert run_tabular(csv, None, overrides(synth_dataset, tmp_path)).experiment_dir == out
     assert len(list(out.glob("seed_0.old-*"))) == 1
     assert {r["Experiment"] for r in collect(tmp_path / "results").to_dict("records")} == {
         "D7",
@@ -184,10 +185,10 @@ def test_m1_is_e0_with_logistic_regression_and_no_search(synth_dataset: Path):
 
 @pytest.mark.slow
 def test_m1_sweep_writes_a_row(ray_local, synth_dataset: Path, tmp_path: Path, monkeypatch):
-    from mgc.run.sweep import run_sweep
+    from mgc.sweep import sweep
 
     monkeypatch.chdir(tmp_path)
-    result = run_sweep(
+    result = sweep(
         REPO / "ablations" / "m1.yaml",
         [
             f"data.root={synth_dataset}",

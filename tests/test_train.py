@@ -6,11 +6,12 @@ import pytest
 import torch
 
 from mgc.core.config import load_config
-from mgc.core.device import choose_fast_path, cpu_has_bf16
+from mgc.core.device import CPU_FP32, choose_fast_path, cpu_has_bf16
 from mgc.data.prepare import prepare
 from mgc.evaluate import main as evaluate_main
 from mgc.models.bundle import load_bundle
-from mgc.run.train import fit
+from mgc.run import train as train_module
+from mgc.run.train import build_training, fit, fit_sklearn, fit_torch, trainer_for
 from mgc.train import main as train_main
 
 ARTIFACTS = [
@@ -130,6 +131,49 @@ def test_logreg_baseline_runs_the_same_evaluation(synth_dataset: Path, tmp_path:
     assert load_bundle(result.run_dir).model.predict_proba(np.zeros((1, 256))).shape == (1, 3)
     probs = load_bundle(result.run_dir).classifier.predict_proba(torch.zeros(2, 1, 128, 43))
     assert probs.shape == (2, 3)
+
+
+def test_the_caller_picks_the_trainer():
+    assert trainer_for(load_config(None, ["model.name=logreg"])) is fit_sklearn
+    assert trainer_for(load_config(None, ["model.name=cnn4"])) is fit_torch
+
+
+def test_build_training_follows_the_config():
+    """The one builder of a run's training pieces (the budget's timed step uses it too)."""
+    cfg = load_config(
+        None,
+        [
+            "model.name=cnn4",
+            "model.width=8",
+            "train.label_smoothing=0.1",
+            "train.specaugment.enabled=true",
+            "train.optimizer=sgd",
+        ],
+    )
+    training = build_training(cfg, 3, CPU_FP32)
+    assert training.model.info["n_classes"] == 3
+    assert isinstance(training.optimizer, torch.optim.SGD)
+    assert training.loss_fn.label_smoothing == 0.1 and training.augment is not None
+    assert set(training.checkpointed()) == {"model", "optimizer", "scheduler", "generator"}
+    plain = build_training(load_config(None, ["model.width=8"]), 3, CPU_FP32)
+    assert plain.augment is None
+
+
+@pytest.mark.parametrize("model", ["cnn4", "logreg"])
+def test_each_part_is_cut_into_windows_once(
+    synth_dataset: Path, tmp_path: Path, monkeypatch, model: str
+):
+    cfg = small_cfg(synth_dataset, tmp_path, f"model.name={model}", "train.epochs=2")
+    cut = []
+
+    def counting(tracks, chunks, features):
+        cut.append(len(tracks))
+        return build_chunk_set(tracks, chunks, features)
+
+    build_chunk_set = train_module.build_chunk_set
+    monkeypatch.setattr(train_module, "build_chunk_set", counting)
+    result = fit(cfg, run_dir=tmp_path / "run")
+    assert cut == [result.metrics["n_tracks"][p] for p in ("train", "valid", "test")]
 
 
 def test_fast_path_follows_the_hardware():

@@ -170,7 +170,7 @@ def _is_current(entry: CacheEntry | None, path: str, stored: set[str]) -> bool:
 
 def load_split_data(cfg: Config) -> SplitData:
     """Tracks of cfg.data split into parts, with their cached log-mels. Reads only: raises
-    FeaturesMissing, naming the `mgc.data.prepare` command, when the cache lacks any of them."""
+    FeaturesMissing, naming the `mgc.prepare` command, when the cache lacks any of them."""
     genres, parts, split_name, missing = split_tracks(cfg)
     label_of = {g: i for i, g in enumerate(genres)}
     store = FeatureStore(cfg.cache.dir, cfg.features)

@@ -28,7 +28,7 @@ from mgc.core.config import ConfigError
 from mgc.core.fsio import atomic_path
 from mgc.core.schema import DataConfig
 from mgc.core.search_space import read_search_space
-from mgc.results.artifacts import _new_figure, _save_figure
+from mgc.results.artifacts import new_figure, save_figure
 from mgc.results.rows import is_reference, read_summaries, seed_predictions
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ def plot_confusion_pair(
 
     n = max(len(p[1]) for p in panels)
     side = max(3.6, 0.42 * n + 1.6)
-    fig = _new_figure(len(panels) * side + 1.2, side + 0.6)
+    fig = new_figure(len(panels) * side + 1.2, side + 0.6)
     fig.set_layout_engine("constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     fontsize = max(5.0, min(9.0, 80.0 / max(n, 1)))
@@ -154,7 +154,7 @@ def plot_confusion_pair(
     axes[0].set_ylabel("true genre")
     fig.colorbar(image, ax=list(axes), fraction=0.04, pad=0.02, label="share of true genre")
     fig.suptitle(suptitle, fontsize=10)
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def write_confusion_figure(results_dir: Path, summaries: list[dict[str, Any]]) -> Path | None:
@@ -196,7 +196,7 @@ def plot_val_curves(path: Path, logs: dict[int, pd.DataFrame], title: str) -> Pa
     from matplotlib.ticker import MaxNLocator
 
     f1_column, f1_label = _f1_column(logs)
-    fig = _new_figure(9.0, 3.4)
+    fig = new_figure(9.0, 3.4)
     panels = [(f1_column, f1_label), ("val_loss", "validation loss")]
     for ax, (column, label) in zip(fig.subplots(1, 2), panels, strict=True):
         wide = pd.DataFrame(
@@ -225,7 +225,7 @@ def plot_val_curves(path: Path, logs: dict[int, pd.DataFrame], title: str) -> Pa
         ax.grid(alpha=0.3)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def write_val_curves(results_dir: Path, summary: dict[str, Any]) -> Path | None:

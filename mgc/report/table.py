@@ -30,17 +30,6 @@ COLUMNS = [
 ALIGN = ["left"] * 4 + ["right"] * 8 + ["left"]
 N_BOOT = 2000  # resamples per interval; seeded, so the tables rebuild byte for byte
 
-SEED_COLUMNS = [
-    "seed",
-    "test_track_accuracy",
-    "test_track_macro_f1",
-    "test_chunk_accuracy",
-    "test_chunk_macro_f1",
-    "valid_track_macro_f1",
-    "best_epoch",
-    "epochs_run",
-]
-
 NOTE = (
     "Test Acc and Macro-F1 in %, mean ± std over the final seeds, "
     "track level (mean of chunk probabilities). 95% CI: bootstrap over the test tracks, "
@@ -210,14 +199,3 @@ def write_tables(results_dir: str | Path) -> dict[str, Path]:
         "tex": to_latex(table),
     }
     return {k: _write(results_dir / f"table.{k}", t) for k, t in texts.items()}
-
-
-def write_seed_csv(path: Path, seed_metrics: list[dict]) -> Path:
-    """seeds.csv: one row per final seed run, its test/valid metrics and epochs."""
-    # Nested metrics flatten to test_track_accuracy, valid_track_macro_f1, ….
-    frame = pd.json_normalize(seed_metrics, sep="_")
-    missing = [c for c in SEED_COLUMNS if c not in frame.columns]
-    if seed_metrics and missing:
-        raise KeyError(f"seed metrics lack {', '.join(missing)}")
-    frame = frame.reindex(columns=SEED_COLUMNS)
-    return _write(Path(path), frame.to_csv(index=False, lineterminator="\n"))

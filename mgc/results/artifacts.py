@@ -27,7 +27,8 @@ TRAIN_COLOUR, VAL_COLOUR = "tab:blue", "tab:orange"
 PROB_DECIMALS = 4
 
 
-def _save_figure(fig: Figure, path: PathLike) -> Path:
+def save_figure(fig: Figure, path: PathLike) -> Path:
+    """Write `fig` atomically, in the format its suffix names (PNG without one)."""
     path = Path(path)
     # Format named outright: for a target without a suffix the temporary ends in .tmp, which
     # savefig would otherwise take for the format.
@@ -43,7 +44,8 @@ def _save_csv(frame: pd.DataFrame, path: PathLike) -> Path:
     return path
 
 
-def _new_figure(width: float, height: float) -> Figure:
+def new_figure(width: float, height: float) -> Figure:
+    """A figure of this size (inches) at the project's DPI, for every plot of runs and rows."""
     # A bare Figure on an Agg canvas rather than pyplot: no global backend switch or figure
     # registry, so plotting is safe inside Ray workers and threads and never leaks figures.
     fig = Figure(figsize=(width, height), dpi=DPI)
@@ -103,7 +105,7 @@ def plot_confusion_matrix(
     n = len(genres)
     cm = confusion_matrix(np.asarray(y_true), np.asarray(y_pred), labels=list(range(n)))
     side = max(4.5, 0.55 * n + 2.5)
-    fig = _new_figure(side + 1.0, side)
+    fig = new_figure(side + 1.0, side)
     ax = fig.add_subplot()
     vmax = max(int(cm.max()), 1)
     image = ax.imshow(cm, cmap="Blues", vmin=0, vmax=vmax)
@@ -124,7 +126,7 @@ def plot_confusion_matrix(
     accuracy = np.trace(cm) / total if total else float("nan")
     ax.set_title(f"{title}\naccuracy {accuracy:.3f} on {total} {unit}", fontsize=10)
     fig.tight_layout()
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def write_predictions(
@@ -198,7 +200,7 @@ def plot_train_curves(log_csv_path: PathLike, png_path: PathLike) -> Path:
     frame = frame.apply(pd.to_numeric, errors="coerce").dropna(subset=["epoch"])
     frame = frame.sort_values("epoch")
 
-    fig = _new_figure(13.0, 3.8)
+    fig = new_figure(13.0, 3.8)
     ax_loss, ax_acc, ax_lr = fig.subplots(1, 3)
     _plot_series(ax_loss, frame, "train_loss", "train", color=TRAIN_COLOUR)
     _plot_series(ax_loss, frame, "val_loss", "validation", color=VAL_COLOUR)
@@ -246,7 +248,7 @@ def plot_train_curves(log_csv_path: PathLike, png_path: PathLike) -> Path:
         summary += f", best val macro-F1 {best['val_macro_f1']:.3f} at epoch {int(best['epoch'])}"
     fig.suptitle(summary, fontsize=10)
     fig.tight_layout()
-    return _save_figure(fig, png_path)
+    return save_figure(fig, png_path)
 
 
 def _jsonable(obj: Any) -> Any:

@@ -1,19 +1,143 @@
-"""The stored rows of the results table: results/<row>/summary.json and each final seed's test
-predictions. Read here once, for the tables (mgc.report.table) and the figures (mgc.report.figures)."""
+"""The stored rows of the results table, written and read here only.
+
+A row is a folder, results/<experiment>/: `best_config.yaml`, `summary.json` (the row's numbers,
+its search and what it cost), `seeds.csv` (one line per final seed), one `seed_<n>/` run folder
+per final seed, and the first seed's figures. The sweep and the tabular rows write it through
+`RowFolder`; the tables (mgc.report.table) and figures (mgc.report.figures) read it.
+"""
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
+
+from mgc.core.config import Config, to_dict
+from mgc.core.fsio import atomic_write
+from mgc.results.artifacts import write_json
 
 SPLIT_ORDER = ("stratified",)  # the default split's rows first, then the others by name
 REFERENCE_ROWS = ("M1", "D7")  # reference models: shown under E0, compared with E0
+
+SUMMARY, SEEDS_CSV, BEST_CONFIG = "summary.json", "seeds.csv", "best_config.yaml"
+# seeds.csv's columns: what each final seed scored, and how long it trained.
+SEED_COLUMNS = [
+    "seed",
+    "test_track_accuracy",
+    "test_track_macro_f1",
+    "test_chunk_accuracy",
+    "test_chunk_macro_f1",
+    "valid_track_macro_f1",
+    "best_epoch",
+    "epochs_run",
+]
+# The first seed's figures and report, shown at the row's top level.
+SEED_FIGURES = ("confusion_matrix_test.png", "train_curves.png", "test_classification_report.txt")
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing a row
+
+
+@dataclass(frozen=True)
+class RowFolder:
+    """results/<experiment>/, the one place a row's files are written."""
+
+    path: Path
+
+    @classmethod
+    def of(cls, cfg: Config) -> RowFolder:
+        return cls(Path(cfg.sweep.results_dir) / cfg.experiment.name)
+
+    def seed_dir(self, seed: int) -> Path:
+        return self.path / f"seed_{seed}"
+
+    def seed_dirs(self, seeds: list[int], keep: bool = False) -> dict[int, Path]:
+        """Each final seed's run folder. Unless `keep` (a resumed row continues its seeds), a
+        folder left by an earlier run is set aside as seed_<n>.old-<mtime>, never overwritten
+        in place."""
+        dirs = {seed: self.seed_dir(seed) for seed in seeds}
+        for d in dirs.values():
+            if d.exists() and not keep:
+                d.rename(d.with_name(f"{d.name}.old-{int(d.stat().st_mtime)}"))
+        self.path.mkdir(parents=True, exist_ok=True)
+        return dirs
+
+    def write_best_config(self, cfg: Config, comment: str = "") -> Path:
+        """The chosen configuration as the final seeds train it (`comment`: a first line)."""
+        text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
+        atomic_write(self.path / BEST_CONFIG, (f"# {comment}\n" if comment else "") + text)
+        return self.path / BEST_CONFIG
+
+    def write(self, summary: dict[str, Any], seed_metrics: list[dict[str, Any]]) -> None:
+        """summary.json, seeds.csv, and the first seed's figures beside them."""
+        first = self.seed_dir(summary["seeds"][0])
+        for name in SEED_FIGURES:
+            if (first / name).exists():
+                shutil.copy2(first / name, self.path / name)
+        write_json(self.path / SUMMARY, summary)
+        write_seed_csv(self.path / SEEDS_CSV, seed_metrics)
+
+
+def write_seed_csv(path: Path, seed_metrics: list[dict]) -> Path:
+    """seeds.csv: one row per final seed run, its test/valid metrics and epochs."""
+    # Nested metrics flatten to test_track_accuracy, valid_track_macro_f1, ….
+    frame = pd.json_normalize(seed_metrics, sep="_")
+    missing = [c for c in SEED_COLUMNS if c not in frame.columns]
+    if seed_metrics and missing:
+        raise KeyError(f"seed metrics lack {', '.join(missing)}")
+    frame = frame.reindex(columns=SEED_COLUMNS)
+    atomic_write(Path(path), frame.to_csv(index=False, lineterminator="\n"))
+    return Path(path)
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def summarise(
+    cfg: Config, params: dict, seeds: list[dict[str, Any]], n_trials: int, seconds: float
+) -> dict[str, Any]:
+    """What every row's summary.json says: the row as the table names it, its chosen
+    configuration, and the mean and spread of its final seeds' test scores. The writer adds
+    its search, budget and cost."""
+    out: dict[str, Any] = {
+        "experiment": cfg.experiment.name,
+        "description": cfg.experiment.description,
+        "model": cfg.model.name,
+        "augmentation": cfg.experiment.augmentation,
+        "strategy": cfg.experiment.strategy,
+        "compare_with": cfg.experiment.compare_with,
+        "params": seeds[0]["params"],
+        "pretrained": seeds[0].get("pretrained", "scratch"),
+        "split": seeds[0]["split"],
+        # Tracks per part, and how many of the split's tracks the dataset lacks (the
+        # fault-filtered split names 290 test tracks; a dataset may hold fewer).
+        "n_tracks": seeds[0].get("n_tracks"),
+        "missing_tracks": seeds[0].get("missing_tracks"),
+        "seeds": [m["seed"] for m in seeds],
+        "best_params": params,
+        "n_trials": n_trials,
+        "sweep_seconds": seconds,
+    }
+    for level in ("track", "chunk"):
+        for metric in ("accuracy", "macro_f1"):
+            mean, std = _mean_std([m["test"][f"{level}_{metric}"] for m in seeds])
+            out[f"test_{level}_{metric}_mean"] = mean
+            out[f"test_{level}_{metric}_std"] = std
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading rows
 
 
 def read_summary(path: Path) -> dict[str, Any]:

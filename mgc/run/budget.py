@@ -73,6 +73,23 @@ class Budget:
             valid_samples=sum(len(windowing.starts(n)) for n in valid_frames),
         )
 
+    @classmethod
+    def grid(cls, n_trials: int, final_seeds: int, n_train: int, n_valid: int) -> Budget:
+        """A one-fit-per-trial grid search (a scikit-learn row): every trial one 'epoch' over
+        every training sample, nothing stopped early."""
+        return cls(
+            num_samples=n_trials,
+            max_epochs=1,
+            grace_period=1,
+            reduction_factor=1,
+            windows_per_track=0,
+            final_seeds=final_seeds,
+            grid_trial_epochs=n_trials,
+            expected_trial_epochs=float(n_trials),
+            train_samples_per_epoch=n_train,
+            valid_samples=n_valid,
+        )
+
     def epoch_seconds(self, samples_per_s: float) -> float:
         # Validation is forward only, about a third of a training step's work per sample.
         return (self.train_samples_per_epoch + self.valid_samples / 3) / samples_per_s
@@ -108,29 +125,31 @@ class Budget:
 
 def time_training_step(cfg: Config, threads: int, steps: int = 3) -> float:
     """Training samples per second of cfg's model on this machine with `threads` threads: a
-    warm-up step, then `steps` timed ones on random input of the real shape."""
-    from torch import nn
-
+    warm-up step, then `steps` timed ones on random input of the real shape, with the model,
+    optimiser and loss a run builds (`build_training`)."""
     from mgc.features.frontend import Frontend
-    from mgc.models import build_model, is_sklearn
-    from mgc.run.train import fast_path, make_optimizer, train_step
+    from mgc.models import is_sklearn
+    from mgc.run.train import build_training, fast_path, train_step
 
     if is_sklearn(cfg.model.name):
         return float("inf")  # one fit, seconds: not worth timing
+    classes = 10  # GTZAN's genres; the count barely moves a step's cost
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         fast = fast_path(cfg.train)
-        model = fast.place(build_model(cfg.model, 10, cfg.features.n_mels))
-        optimizer = make_optimizer(model, cfg.train)
+        training = build_training(cfg, classes, fast)
         window = Frontend(cfg.features, cfg.chunks).windowing.window
         x = torch.randn(cfg.train.batch_size, 1, cfg.features.n_mels, window)
-        y = torch.randint(0, 10, (cfg.train.batch_size,))
-        loss = nn.CrossEntropyLoss()
-        train_step(model, x, y, optimizer, loss, fast)
+        y = torch.randint(0, classes, (cfg.train.batch_size,))
+
+        def step() -> None:
+            train_step(training.model, x, y, training.optimizer, training.loss_fn, fast)
+
+        step()  # warm-up: the first step's allocations are no part of the rate
         t0 = time.perf_counter()
         for _ in range(steps):
-            train_step(model, x, y, optimizer, loss, fast)
+            step()
         return steps * cfg.train.batch_size / (time.perf_counter() - t0)
     finally:
         torch.set_num_threads(before)

@@ -12,16 +12,18 @@ import gc
 import logging
 import os
 import shutil
-import statistics
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mgc.core.cluster import init_ray
-from mgc.core.config import Config, ConfigError, load_config, save_config, with_params
+from mgc.core.config import Config, ConfigError, load_config, with_params
 from mgc.core.search_space import read_search_space
 from mgc.data.datasets import DatasetError, discover
 from mgc.data.gtzan import ensure_dataset
 from mgc.data.splits import resolve_split
+from mgc.results.rows import RowFolder, summarise
+from mgc.run.seeds import final_seeds
+from mgc.run.tracking import wandb_callbacks, wandb_mode
 
 # torch, pandas and matplotlib come in with the modules that need them (inside the functions
 # below), so that a bad config or a missing dataset is reported in well under two seconds,
@@ -169,21 +171,13 @@ def _ddp_trial(params: dict[str, Any], cfg: Config) -> None:
     trainer.fit()
 
 
-def _final_run(cfg: Config, params: dict[str, Any], seed: int, run_dir: str) -> dict[str, Any]:
-    from mgc.run.train import fit
-
-    # resume=True: a seed stopped mid-run (Ctrl-C, a crash) goes on from its last epoch.
-    return fit(
-        with_params(cfg, {**params, "train.seed": seed}), run_dir=run_dir, resume=True
-    ).metrics
-
-
 # ---------------------------------------------------------------------------------------------
 # The sweep, step by step
 
 
 @dataclasses.dataclass
 class SweepResult:
+    cfg: Config
     experiment_dir: Path
     best_params: dict[str, Any]
     seed_metrics: list[dict[str, Any]]
@@ -272,53 +266,6 @@ def trial_concurrency(cfg: Config, cpus: float) -> int:
     return cfg.sweep.max_concurrent or fit
 
 
-def wandb_mode(cfg: Config) -> str:
-    """This sweep's W&B mode, also set as WANDB_MODE for the processes it starts."""
-    mode = cfg.sweep.wandb.mode if cfg.sweep.wandb.enabled else "disabled"
-    if mode == "online" and not os.environ.get("WANDB_API_KEY"):
-        log.warning("W&B: no WANDB_API_KEY, logging offline (upload later with `wandb sync`)")
-        mode = "offline"
-    os.environ["WANDB_MODE"] = mode
-    return mode
-
-
-def wandb_callbacks(cfg: Config) -> list:
-    mode = wandb_mode(cfg)
-    if mode == "disabled":
-        return []
-    from ray.air.integrations.wandb import WandbLoggerCallback, _WandbLoggingActor
-
-    class LoggingActor(_WandbLoggingActor):
-        def run(self) -> None:
-            super().run()
-            # Close W&B's service while the actor is alive: Ray ends the actor next, and W&B's
-            # own exit hook then fails on the vanished service with a traceback on the terminal.
-            self._wandb.teardown()
-
-    class Callback(WandbLoggerCallback):
-        _logger_actor_cls = LoggingActor
-
-    return [
-        Callback(
-            project=cfg.sweep.wandb.project,
-            entity=cfg.sweep.wandb.entity,
-            group=cfg.experiment.name,
-            mode=mode,
-            # Straight into the sweep's storage: by default each trial's logging actor writes
-            # into Ray's temporary staging folder for the trial, and what it writes after the
-            # trial's last sync (it finishes after the trial does) never reaches ray_results.
-            dir=str(wandb_dir(cfg)),
-        )
-    ]
-
-
-def wandb_dir(cfg: Config) -> Path:
-    """Where this sweep's W&B runs go (offline ones wait there for `wandb sync`)."""
-    path = Path(cfg.sweep.storage_path).resolve()
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 def make_tuner(cfg: Config, space: dict[str, dict[str, list]], resume: bool, callbacks: list):
     """Optuna proposes, ASHA stops weak trials early; `resume` picks a stopped sweep back up."""
     from ray import tune
@@ -385,17 +332,18 @@ def run_trials(cfg: Config, space: dict[str, dict[str, list]], resume: bool):
     del tuner
     callbacks.clear()
     gc.collect()
-    unfinished = [t for t in grid._experiment_analysis.trials if t.status not in ENDED]
-    if unfinished or len(grid) < cfg.sweep.num_samples:
-        raise KeyboardInterrupt(f"{len(unfinished)} trial(s) unfinished")
+    # Ended: terminated or errored (ResultGrid's public counts); the rest were pending, running
+    # or paused when Tune stopped, and trials never created count as unfinished too.
+    ended = grid.num_terminated + grid.num_errors
+    if ended < max(len(grid), cfg.sweep.num_samples):
+        raise KeyboardInterrupt(
+            f"{max(len(grid), cfg.sweep.num_samples) - ended} trial(s) unfinished"
+        )
     if not any(r.error is None and r.metrics for r in grid):
         first = next((r.error for r in grid if r.error is not None), "no trial reported")
         raise RuntimeError(f"every trial failed; first error: {str(first).splitlines()[-1]}")
     prune_trials(grid)
     return grid
-
-
-ENDED = ("TERMINATED", "ERROR")
 
 
 def prune_trials(grid) -> int:
@@ -414,67 +362,6 @@ def prune_trials(grid) -> int:
     return freed
 
 
-def final_seeds(
-    cfg: Config, params: dict[str, Any], out: Path, resume: bool = False
-) -> list[dict[str, Any]]:
-    """The chosen configuration trained with every final seed and tested once, as Ray tasks
-    with a trial's resources, in parallel where they fit. With `resume`, a seed's run folder
-    left by an interrupted sweep continues from its last checkpoint; otherwise an old folder
-    is kept aside, never overwritten in place."""
-    import ray
-
-    res = cfg.sweep.resources
-    task = ray.remote(
-        num_cpus=res.cpus_per_trial, num_gpus=res.gpus_per_trial, max_retries=cfg.sweep.max_failures
-    )(_final_run)
-    dirs = {seed: out / f"seed_{seed}" for seed in cfg.sweep.final_seeds}
-    for d in dirs.values():
-        if d.exists() and not resume:
-            d.rename(d.with_name(f"{d.name}.old-{int(d.stat().st_mtime)}"))
-    metrics = ray.get(
-        [task.remote(cfg, params, seed, str(d.resolve())) for seed, d in dirs.items()]
-    )
-    first = dirs[cfg.sweep.final_seeds[0]]
-    for name in ("confusion_matrix_test.png", "train_curves.png", "test_classification_report.txt"):
-        if (first / name).exists():
-            shutil.copy2(first / name, out / name)
-    return metrics
-
-
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
-def summarise(
-    cfg: Config, params: dict, seeds: list[dict[str, Any]], n_trials: int, seconds: float
-) -> dict:
-    out: dict[str, Any] = {
-        "experiment": cfg.experiment.name,
-        "description": cfg.experiment.description,
-        "model": cfg.model.name,
-        "augmentation": cfg.experiment.augmentation,
-        "strategy": cfg.experiment.strategy,
-        "compare_with": cfg.experiment.compare_with,
-        "params": seeds[0]["params"],
-        "pretrained": seeds[0].get("pretrained", "scratch"),
-        "split": seeds[0]["split"],
-        # Tracks per part, and how many of the split's tracks the dataset lacks (the
-        # fault-filtered split names 290 test tracks; a dataset may hold fewer).
-        "n_tracks": seeds[0].get("n_tracks"),
-        "missing_tracks": seeds[0].get("missing_tracks"),
-        "seeds": [m["seed"] for m in seeds],
-        "best_params": params,
-        "n_trials": n_trials,
-        "sweep_seconds": seconds,
-    }
-    for level in ("track", "chunk"):
-        for metric in ("accuracy", "macro_f1"):
-            mean, std = _mean_std([m["test"][f"{level}_{metric}"] for m in seeds])
-            out[f"test_{level}_{metric}_mean"] = mean
-            out[f"test_{level}_{metric}_std"] = std
-    return out
-
-
 def write_row(
     cfg: Config,
     space: dict,
@@ -484,15 +371,11 @@ def write_row(
     seconds: float,
     budget: Budget,
 ) -> dict[str, Any]:
-    """results/<experiment>/: summary.json (with every trial, the budget and what it cost),
-    seeds.csv; then the tables."""
+    """The row's summary.json (with every trial, the budget and what it cost) and seeds.csv."""
     import ray
 
     from mgc.core.device import machine
-    from mgc.report.table import write_seed_csv, write_tables
-    from mgc.results.artifacts import write_json
 
-    out = Path(cfg.sweep.results_dir) / cfg.experiment.name
     summary = summarise(cfg, best_params, seeds, len(grid), seconds)
     summary["budget"] = budget.to_dict()
     # Every epoch any trial ran, failed ones included: ASHA's saving against the full grid.
@@ -515,9 +398,7 @@ def write_row(
         }
         for r in grid
     ]
-    write_json(out / "summary.json", summary)
-    write_seed_csv(out / "seeds.csv", seeds)
-    wandb_table(cfg, write_tables(cfg.sweep.results_dir))
+    RowFolder.of(cfg).write(summary, seeds)
     return summary
 
 
@@ -529,6 +410,8 @@ def _last_line(error: BaseException) -> str:
 def run_sweep(
     ablation: str | Path, overrides: list[str] | None = None, resume: bool = False
 ) -> SweepResult:
+    """Preprocessing, the search, the final seeds and the row in results/<experiment>/.
+    The tables over every row are the report's (`python -m mgc.sweep` rebuilds them after)."""
     from mgc.run.budget import SPENT_FILE, time_spent
 
     cfg, space = load_sweep(ablation, overrides)
@@ -547,28 +430,9 @@ def run_sweep(
         else:
             wandb_mode(cfg)  # no trials: the results table alone goes to W&B
             log.info("no search space: the configuration as it is, with the final seeds")
-        out = Path(cfg.sweep.results_dir) / cfg.experiment.name
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(with_params(cfg, best_params), out / "best_config.yaml")
-        seeds = final_seeds(cfg, best_params, out, resume)
+        row = RowFolder.of(cfg)
+        row.path.mkdir(parents=True, exist_ok=True)
+        row.write_best_config(with_params(cfg, best_params))
+        seeds = final_seeds(cfg, best_params, row, resume)
         summary = write_row(cfg, space, grid, best_params, seeds, elapsed(), budget)
-    return SweepResult(out, best_params, seeds, summary)
-
-
-def wandb_table(cfg: Config, tables: dict[str, Path]) -> None:
-    if os.environ.get("WANDB_MODE") == "disabled":
-        return
-    import pandas as pd
-    import wandb
-
-    frame = pd.read_csv(tables["csv"], dtype=str, keep_default_na=False)
-    run = wandb.init(
-        project=cfg.sweep.wandb.project,
-        entity=cfg.sweep.wandb.entity,
-        job_type="results",
-        name=f"table-{cfg.experiment.name}",
-        mode=os.environ["WANDB_MODE"],
-        dir=str(wandb_dir(cfg)),
-    )
-    run.log({"results_table": wandb.Table(dataframe=frame)})
-    run.finish()
+    return SweepResult(cfg, row.path, best_params, seeds, summary)

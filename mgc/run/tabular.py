@@ -12,7 +12,6 @@ so `python -m mgc.table` shows it beside the others, with its intervals.
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,19 +19,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
-from mgc.core.config import Config, load_config, save_config, to_dict
+from mgc.core.config import Config, load_config, save_config
 from mgc.core.device import machine
-from mgc.core.fsio import atomic_write
 from mgc.data.datasets import DatasetError, track_id_of, write_label_map
 from mgc.data.loader import split_tracks
 from mgc.data.splits import PARTS
-from mgc.report.table import write_seed_csv, write_tables
 from mgc.results.artifacts import write_json, write_part_artifacts
 from mgc.results.metrics import classification_metrics, evaluate_predictions
+from mgc.results.rows import RowFolder, summarise
 from mgc.run.budget import Budget
-from mgc.run.sweep import summarise
 
 log = logging.getLogger(__name__)
 
@@ -257,7 +253,7 @@ def run_tabular(
     features_csv: str | Path, config: str | Path | None = None, overrides: list[str] | None = None
 ) -> TabularResult:
     """The whole row: read and cut the table, choose C, fit every final seed, write
-    results/<experiment>/ and rebuild the tables."""
+    results/<experiment>/ (`python -m mgc.tabular` then rebuilds the tables)."""
     t0, cpu0 = time.perf_counter(), time.process_time()
     features_csv = Path(features_csv)
     cfg = load_config(config, [*ROW_DEFAULTS, *(overrides or [])])
@@ -274,18 +270,14 @@ def run_tabular(
     C, trials = choose_c(data, cfg.train.seed)
     log.info("chosen C = %g", C)
 
-    out = Path(cfg.sweep.results_dir) / cfg.experiment.name
-    out.mkdir(parents=True, exist_ok=True)
-    comment = f"# {cfg.experiment.name}: {label}, C = {C:g} chosen on validation macro-F1\n"
-    atomic_write(out / "best_config.yaml", comment + yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    dirs = {seed: out / f"seed_{seed}" for seed in cfg.sweep.final_seeds}
-    for d in dirs.values():
-        if d.exists():  # a run folder is never overwritten in place: keep the old one aside
-            d.rename(d.with_name(f"{d.name}.old-{int(d.stat().st_mtime)}"))
-    seeds = [run_seed(cfg, data, C, seed, d, label) for seed, d in dirs.items()]
-    first = dirs[cfg.sweep.final_seeds[0]]
-    for name in ("confusion_matrix_test.png", "test_classification_report.txt"):
-        shutil.copy2(first / name, out / name)
+    row = RowFolder.of(cfg)
+    row.seed_dirs(cfg.sweep.final_seeds)  # earlier seed folders set aside
+    row.write_best_config(
+        cfg, f"{cfg.experiment.name}: {label}, C = {C:g} chosen on validation macro-F1"
+    )
+    seeds = [
+        run_seed(cfg, data, C, seed, row.seed_dir(seed), label) for seed in cfg.sweep.final_seeds
+    ]
 
     seconds = time.perf_counter() - t0
     summary = summarise(cfg, {"C": C}, seeds, len(trials), seconds)
@@ -294,19 +286,7 @@ def run_tabular(
         model=label,
         features_csv=str(features_csv.resolve()),
         n_features=int(table.shape[1]),
-        # A grid, not ASHA: every trial is one fit on every training track.
-        budget=Budget(
-            num_samples=len(trials),
-            max_epochs=1,
-            grace_period=1,
-            reduction_factor=1,
-            windows_per_track=0,
-            final_seeds=len(seeds),
-            grid_trial_epochs=len(trials),
-            expected_trial_epochs=float(len(trials)),
-            train_samples_per_epoch=n_train,
-            valid_samples=n_valid,
-        ).to_dict(),
+        budget=Budget.grid(len(trials), len(seeds), n_train, n_valid).to_dict(),
         trial_epochs_run=len(trials),
         failed_trials=0,
         machine=machine(),
@@ -314,7 +294,5 @@ def run_tabular(
         gpu_hours=0.0,
         trials=trials,
     )
-    write_json(out / "summary.json", summary)
-    write_seed_csv(out / "seeds.csv", seeds)
-    write_tables(cfg.sweep.results_dir)
-    return TabularResult(out, summary)
+    row.write(summary, seeds)
+    return TabularResult(row.path, summary)

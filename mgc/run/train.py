@@ -1,8 +1,12 @@
-"""`python -m mgc.train CONFIG [overrides]`: one training run → a run folder. Imports nothing from Ray.
+"""One training run → a run folder; `python -m mgc.train` is its command line. Imports nothing
+from Ray.
 
-`fit(cfg, report)` reads top to bottom: run folder, seed, device, data, model, optimiser and
-schedule, resume, then the epoch loop (train, validate, log, checkpoint, report, early stop),
-final evaluation and bundle. The sweep wraps this same function; a bare machine runs it as it is.
+The caller picks the trainer (`trainer_for`; `fit` is that pick and the call, for callers that
+train any model). `fit_torch` reads top to bottom: run folder, seed, device, data, model with its
+optimiser and schedule, resume, the epochs (`run_epochs`: train, validate, log, checkpoint,
+report, early stop), final evaluation and bundle. `fit_sklearn` fits the logistic-regression
+baseline as one 'epoch' and ends with the same evaluation. The sweep wraps these same functions;
+a bare machine runs them as they are.
 """
 
 from __future__ import annotations
@@ -60,6 +64,8 @@ LOG_COLUMNS = [
     "seconds",
 ]
 METRIC = "val_macro_f1"  # what "best" means for checkpoints and early stopping
+TRAIN_LOG = "train_log.csv"
+CHECKPOINTS = "checkpoints"
 
 
 @dataclass
@@ -100,8 +106,45 @@ class Progress:
         return False
 
 
+@dataclass
+class Training:
+    """What a torch run trains with. `build_training` makes it, for a run and for the budget's
+    timed step alike, so the two time and train the same thing."""
+
+    model: nn.Module  # plain: checkpoints, validation and the bundle read it unwrapped
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    loss_fn: nn.Module
+    augment: nn.Module | None
+    generator: torch.Generator  # batch order and windows, so resume restores it too
+
+    def checkpointed(self) -> dict[str, Any]:
+        """The parts a checkpoint holds, under the names its file uses."""
+        return {
+            "model": self.model,
+            "optimizer": self.optimizer,
+            "scheduler": self.scheduler,
+            "generator": self.generator,
+        }
+
+
+@dataclass
+class Loop:
+    """Everything the epoch loop works with, gathered once by `fit_torch`."""
+
+    cfg: Config
+    training: Training
+    train_model: nn.Module  # the model as steps call it: wrapped for data-parallel or compiled
+    classifier: TorchClassifier  # the plain model as validation and the final test call it
+    train_set: ChunkSet
+    valid_set: ChunkSet  # cut into windows once, for every epoch and the final scores
+    fast: FastPath
+    parallel: Parallel
+    run_dir: Path
+
+
 # ---------------------------------------------------------------------------------------------
-# Pieces the loop calls by name
+# Pieces the trainers call by name
 
 
 def seed_everything(seed: int) -> None:
@@ -110,10 +153,55 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def set_threads(train: TrainConfig) -> None:
+    # A sweep gives each trial its share of the CPUs; left alone, torch takes all of them.
+    if train.threads:
+        torch.set_num_threads(train.threads)
+
+
 def fast_path(train: TrainConfig) -> FastPath:
     return choose_fast_path(
         select_device(train.device), train.amp, train.channels_last, train.compile
     )
+
+
+def default_run_dir(cfg: Config) -> Path:
+    name = cfg.run.name or f"{cfg.experiment.name}-{cfg.model.name}"
+    return Path(cfg.run.out_dir) / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def open_run_dir(cfg: Config, run_dir: str | Path | None, parallel: Parallel) -> Path:
+    """The run folder (given, or a new dated one), with its config.yaml; only the main process
+    writes, the others share its folder."""
+    run_dir = Path(run_dir) if run_dir else default_run_dir(cfg)
+    if parallel.is_main:
+        (run_dir / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+    return run_dir
+
+
+def load_data(
+    cfg: Config, data: SplitData | None, run_dir: Path, parallel: Parallel
+) -> tuple[SplitData, ChunkSet, ChunkSet]:
+    """(split, training windows, validation windows): the split given or read from the feature
+    cache, its genres written to the run folder. The windows are cut once for the whole run."""
+    data = data or load_split_data(cfg)
+    if not data.parts["train"] or not data.parts["valid"]:
+        raise DatasetError(
+            f"{cfg.data.root}: split '{data.split_name}' leaves no training or validation tracks"
+        )
+    if parallel.is_main:
+        write_label_map(data.genres, run_dir)
+    train_set = build_chunk_set(data.parts["train"], cfg.chunks, cfg.features)
+    valid_set = build_chunk_set(data.parts["valid"], cfg.chunks, cfg.features)
+    log.info(
+        "split %s: %d/%d/%d tracks, %d train chunks of %d frames",
+        data.split_name,
+        *(len(data.parts[p]) for p in ("train", "valid", "test")),
+        len(train_set),
+        train_set.window,
+    )
+    return data, train_set, valid_set
 
 
 def make_optimizer(model: nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
@@ -141,6 +229,28 @@ def make_scheduler(
     # Warm-up starts at 1/(warm+1) of the rate and reaches it when the cosine takes over.
     linear = sched.LinearLR(optimizer, start_factor=1.0 / (warm + 1), total_iters=warm)
     return sched.SequentialLR(optimizer, [linear, cosine], milestones=[warm])
+
+
+def build_training(cfg: Config, n_classes: int, fast: FastPath) -> Training:
+    """cfg's model on `fast`'s device, with its optimiser, schedule, loss and augmentation."""
+    model = fast.place(build_model(cfg.model, n_classes, cfg.features.n_mels))
+    optimizer = make_optimizer(model, cfg.train)
+    aug = cfg.train.specaugment
+    return Training(
+        model=model,
+        optimizer=optimizer,
+        scheduler=make_scheduler(optimizer, cfg.train),
+        loss_fn=nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing),
+        augment=SpecAugment.from_config(aug) if aug.enabled else None,
+        generator=torch.Generator().manual_seed(cfg.train.seed),
+    )
+
+
+def wrap_for_steps(model: nn.Module, fast: FastPath, parallel: Parallel) -> nn.Module:
+    """The module the training steps call: data-parallel and compiled where asked. It shares its
+    parameters with `model`, which stays plain for checkpoints, validation and the bundle."""
+    wrapped = parallel.wrap(model) if parallel.wrap else model
+    return torch.compile(wrapped) if fast.compile else wrapped
 
 
 def train_step(
@@ -212,9 +322,27 @@ def epoch_row(epoch: int, val: dict, seconds: float, **train: float) -> dict[str
     }
 
 
-def default_run_dir(cfg: Config) -> Path:
-    name = cfg.run.name or f"{cfg.experiment.name}-{cfg.model.name}"
-    return Path(cfg.run.out_dir) / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
+def train_and_validate(loop: Loop, epoch: int) -> dict[str, Any]:
+    """One epoch of training, then validation; its train_log.csv row."""
+    t0 = time.perf_counter()
+    training = loop.training
+    lr = training.optimizer.param_groups[0]["lr"]  # the rate this epoch trains at
+    train_loss, train_acc = train_epoch(
+        loop.train_model,
+        loop.train_set,
+        training.optimizer,
+        training.loss_fn,
+        training.augment,
+        loop.fast,
+        loop.cfg,
+        training.generator,
+        loop.parallel,
+    )
+    training.scheduler.step()
+    val = evaluate_chunks(loop.classifier, loop.valid_set, training.loss_fn)
+    return epoch_row(
+        epoch, val, time.perf_counter() - t0, train_loss=train_loss, train_acc=train_acc, lr=lr
+    )
 
 
 def append_log(path: Path, row: dict[str, Any]) -> None:
@@ -236,6 +364,36 @@ def truncate_log(path: Path, last_epoch: int) -> None:
         writer = csv.DictWriter(fh, fieldnames=LOG_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
+
+
+def log_epoch(row: dict[str, Any]) -> None:
+    log.info(
+        "epoch %d: train loss %.3f acc %.3f | val loss %.3f acc %.3f macro-F1 %.3f | %.1fs",
+        row["epoch"],
+        row["train_loss"],
+        row["train_acc"],
+        row["val_loss"],
+        row["val_acc"],
+        row["val_macro_f1"],
+        row["seconds"],
+    )
+
+
+def report_epoch(
+    report: Report | None, row: dict[str, Any], progress: Progress, run_dir: Path
+) -> None:
+    if report is not None:
+        report({**row, "best_val_macro_f1": progress.best}, run_dir / CHECKPOINTS)
+
+
+def stops_early(train: TrainConfig, progress: Progress) -> bool:
+    patience = train.early_stopping_patience
+    if patience and progress.bad_epochs >= patience:
+        log.info(
+            "early stop at epoch %d: no better %s for %d epochs", progress.epoch, METRIC, patience
+        )
+        return True
+    return False
 
 
 def save_checkpoint(path: Path, training: dict[str, Any], progress: Progress) -> None:
@@ -265,11 +423,70 @@ def load_checkpoint(path: Path, training: dict[str, Any], device: torch.device) 
     return Progress(**state["progress"])
 
 
+def checkpoint_epoch(
+    run_dir: Path, training: Training, progress: Progress, keep_best: bool
+) -> None:
+    """The epoch's weights as best.pt (when `keep_best`), then everything resume needs."""
+    if keep_best:
+        with atomic_path(run_dir / CHECKPOINTS / "best.pt") as tmp:
+            torch.save({"model": training.model.state_dict(), "epoch": progress.epoch}, tmp)
+    save_checkpoint(run_dir / CHECKPOINTS / "last.pt", training.checkpointed(), progress)
+
+
+def resume_from(run_dir: Path, training: Training, fast: FastPath, parallel: Parallel) -> Progress:
+    """Where an interrupted run stopped: its last checkpoint restored into `training`, and the
+    log cut back to it, since the epochs after it run again. A fresh start without one."""
+    last = run_dir / CHECKPOINTS / "last.pt"
+    if not last.exists():
+        return Progress()
+    progress = load_checkpoint(last, training.checkpointed(), fast.device)
+    if parallel.is_main:
+        truncate_log(run_dir / TRAIN_LOG, progress.epoch)
+    log.info("resumed %s at epoch %d", run_dir, progress.epoch + 1)
+    return progress
+
+
+def load_best(model: nn.Module, run_dir: Path, fast: FastPath) -> None:
+    best_state = torch.load(
+        run_dir / CHECKPOINTS / "best.pt", map_location=fast.device, weights_only=True
+    )
+    model.load_state_dict(best_state["model"])
+
+
+def trial_metrics(progress: Progress, info: dict[str, Any]) -> dict[str, Any]:
+    return {"best_val_macro_f1": progress.best, "best_epoch": progress.best_epoch, **info}
+
+
+def fit_pooled(train_set: ChunkSet, n_classes: int, seed: int) -> SklearnClassifier:
+    """Logistic regression on every training window, each pooled over time."""
+    xs, ys = [], []
+    for x, y, _ in iterate_batches(train_set, 256):
+        xs.append(pooled_features(x.numpy()))
+        ys.append(y.numpy())
+    pipeline = fit_logreg(np.concatenate(xs), np.concatenate(ys), seed)
+    return SklearnClassifier(pipeline, n_classes)
+
+
 # ---------------------------------------------------------------------------------------------
 # The run
 
+# Every trainer takes fit's arguments: (cfg, report, run_dir, resume, data, parallel, final_eval).
+Trainer = Callable[..., RunResult]
 
-def fit(
+
+def fit(cfg: Config, *args: Any, **kwargs: Any) -> RunResult:
+    """Train whatever model cfg names, with the trainer `trainer_for` picks; it only picks, for
+    callers that train any row's model (the sweep's trials and seeds). Arguments as `fit_torch`'s.
+    """
+    return trainer_for(cfg)(cfg, *args, **kwargs)
+
+
+def trainer_for(cfg: Config) -> Trainer:
+    """`fit_sklearn` for a scikit-learn baseline, `fit_torch` for every other model."""
+    return fit_sklearn if is_sklearn(cfg.model.name) else fit_torch
+
+
+def fit_torch(
     cfg: Config,
     report: Report | None = None,
     run_dir: str | Path | None = None,
@@ -278,150 +495,77 @@ def fit(
     parallel: Parallel = Parallel(),
     final_eval: bool = True,
 ) -> RunResult:
-    """Train cfg.model on cfg.data (features already in the cache: `mgc.data.prepare`); write the run
-    folder; return its final metrics.
+    """Train a torch model epoch by epoch; write the run folder; return its final metrics.
 
-    `resume=True` continues from `run_dir/checkpoints/last.pt` when it exists. `parallel` lets a
-    data-parallel launcher (Ray Train) run the same loop. `final_eval=False` (sweep trials) stops
-    after the epochs: the test part stays untouched until the chosen configuration's final runs.
+    The features are already in the cache (`mgc.prepare`). `resume=True` continues from
+    `run_dir/checkpoints/last.pt` when it exists. `parallel` lets a data-parallel launcher (Ray
+    Train) run the same loop. `final_eval=False` (sweep trials) stops after the epochs: the test
+    part stays untouched until the chosen configuration's final runs.
     """
     t_start = time.perf_counter()
-    run_dir = Path(run_dir) if run_dir else default_run_dir(cfg)
-    ckpt_dir = run_dir / "checkpoints"
-    if parallel.is_main:
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-
-    # seed, device
+    run_dir = open_run_dir(cfg, run_dir, parallel)
     seed_everything(cfg.train.seed)
+    set_threads(cfg.train)
     fast = fast_path(cfg.train)
-
-    # data
-    data = data or load_split_data(cfg)
-    if not data.parts["train"] or not data.parts["valid"]:
-        raise DatasetError(
-            f"{cfg.data.root}: split '{data.split_name}' leaves no training or validation tracks"
-        )
-    if parallel.is_main:
-        write_label_map(data.genres, run_dir)
-    train_set = build_chunk_set(data.parts["train"], cfg.chunks, cfg.features)
-    valid_set = build_chunk_set(data.parts["valid"], cfg.chunks, cfg.features)
-    log.info(
-        "split %s: %d/%d/%d tracks, %d train chunks of %d frames",
-        data.split_name,
-        *(len(data.parts[p]) for p in ("train", "valid", "test")),
-        len(train_set),
-        train_set.window,
-    )
-    if is_sklearn(cfg.model.name):
-        return fit_baseline(cfg, data, train_set, valid_set, run_dir, report, final_eval, t_start)
-
-    # model
-    model = fast.place(build_model(cfg.model, len(data.genres), cfg.features.n_mels))
-    train_model = parallel.wrap(model) if parallel.wrap else model
-    if fast.compile:
-        train_model = torch.compile(train_model)
-    classifier = TorchClassifier(model, fast)
-
-    # optimiser, schedule, loss, augmentation
-    optimizer = make_optimizer(model, cfg.train)
-    scheduler = make_scheduler(optimizer, cfg.train)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
-    aug = cfg.train.specaugment
-    augment = SpecAugment.from_config(aug) if aug.enabled else None
-    generator = torch.Generator().manual_seed(cfg.train.seed)
-    training = {
-        "model": model,
-        "optimizer": optimizer,
-        "scheduler": scheduler,
-        "generator": generator,
-    }
-
-    # resume
-    progress = Progress()
-    last_path = ckpt_dir / "last.pt"
-    if resume and last_path.exists():
-        progress = load_checkpoint(last_path, training, fast.device)
-        if parallel.is_main:
-            truncate_log(run_dir / "train_log.csv", progress.epoch)
-        log.info("resumed %s at epoch %d", run_dir, progress.epoch + 1)
-
-    # epoch loop
-    for epoch in range(progress.epoch + 1, cfg.train.epochs + 1):
-        t0 = time.perf_counter()
-        lr = optimizer.param_groups[0]["lr"]
-        train_loss, train_acc = train_epoch(
-            train_model, train_set, optimizer, loss_fn, augment, fast, cfg, generator, parallel
-        )
-        scheduler.step()
-        val = evaluate_chunks(classifier, valid_set, loss_fn)
-        row = epoch_row(
-            epoch, val, time.perf_counter() - t0, train_loss=train_loss, train_acc=train_acc, lr=lr
-        )
-        improved = progress.update(epoch, row[METRIC])
-        if parallel.is_main:
-            append_log(run_dir / "train_log.csv", row)
-            if improved and final_eval:  # a sweep trial never tests, so keeps no best weights
-                with atomic_path(ckpt_dir / "best.pt") as tmp:
-                    torch.save({"model": model.state_dict(), "epoch": epoch}, tmp)
-            save_checkpoint(last_path, training, progress)
-        log.info(
-            "epoch %d: train loss %.3f acc %.3f | val loss %.3f acc %.3f macro-F1 %.3f | %.1fs",
-            epoch,
-            train_loss,
-            train_acc,
-            row["val_loss"],
-            row["val_acc"],
-            row["val_macro_f1"],
-            row["seconds"],
-        )
-        if report is not None:
-            report({**row, "best_val_macro_f1": progress.best}, ckpt_dir)
-        patience = cfg.train.early_stopping_patience
-        if patience and progress.bad_epochs >= patience:
-            log.info("early stop at epoch %d: no better %s for %d epochs", epoch, METRIC, patience)
-            break
-
-    info = {**model.info, "best_epoch": progress.best_epoch, "epochs_run": progress.epoch}
+    data, train_set, valid_set = load_data(cfg, data, run_dir, parallel)
+    training = build_training(cfg, len(data.genres), fast)
+    loop = Loop(
+        cfg, training, wrap_for_steps(training.model, fast, parallel),
+        TorchClassifier(training.model, fast), train_set, valid_set, fast, parallel, run_dir,
+    )  # fmt: skip
+    progress = resume_from(run_dir, training, fast, parallel) if resume else Progress()
+    # A sweep trial never tests, so it keeps no best weights.
+    progress = run_epochs(loop, progress, report, keep_best=final_eval)
+    info = {**training.model.info, "best_epoch": progress.best_epoch, "epochs_run": progress.epoch}
     if not parallel.is_main or not final_eval:
         return RunResult(run_dir, trial_metrics(progress, info))
-    # final evaluation with the best weights
-    best_state = torch.load(ckpt_dir / "best.pt", map_location=fast.device, weights_only=True)
-    model.load_state_dict(best_state["model"])
-    return RunResult(run_dir, finish(cfg, data, classifier, run_dir, info, t_start))
+    load_best(training.model, run_dir, fast)
+    return RunResult(run_dir, finish(cfg, data, loop.classifier, valid_set, run_dir, info, t_start))
 
 
-def trial_metrics(progress: Progress, info: dict[str, Any]) -> dict[str, Any]:
-    return {"best_val_macro_f1": progress.best, "best_epoch": progress.best_epoch, **info}
+def run_epochs(loop: Loop, progress: Progress, report: Report | None, keep_best: bool) -> Progress:
+    """The epochs after `progress.epoch`, up to cfg.train.epochs or an early stop: each trained
+    and validated, then logged and checkpointed (main process) and reported. Returns `progress`,
+    brought up to date in place."""
+    for epoch in range(progress.epoch + 1, loop.cfg.train.epochs + 1):
+        row = train_and_validate(loop, epoch)
+        improved = progress.update(epoch, row[METRIC])
+        if loop.parallel.is_main:
+            append_log(loop.run_dir / TRAIN_LOG, row)
+            checkpoint_epoch(
+                loop.run_dir, loop.training, progress, keep_best=improved and keep_best
+            )
+        log_epoch(row)
+        report_epoch(report, row, progress, loop.run_dir)
+        if stops_early(loop.cfg.train, progress):
+            break
+    return progress
 
 
-def fit_baseline(
+def fit_sklearn(
     cfg: Config,
-    data: SplitData,
-    train_set: ChunkSet,
-    valid_set: ChunkSet,
-    run_dir: Path,
-    report: Report | None,
-    final_eval: bool,
-    t_start: float,
+    report: Report | None = None,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    data: SplitData | None = None,
+    parallel: Parallel = Parallel(),
+    final_eval: bool = True,
 ) -> RunResult:
-    """M1 logistic regression on time-pooled chunks: one 'epoch', the same evaluation."""
+    """The logistic-regression baseline on time-pooled chunks: one 'epoch', then the same
+    evaluation as a torch run (arguments as `fit_torch`'s). A fit takes seconds, so a resumed one
+    starts again; it runs in one process."""
+    t_start = time.perf_counter()
+    run_dir = open_run_dir(cfg, run_dir, parallel)
+    seed_everything(cfg.train.seed)
+    set_threads(cfg.train)
+    data, train_set, valid_set = load_data(cfg, data, run_dir, parallel)
     t0 = time.perf_counter()
-    xs, ys = [], []
-    for x, y, _ in iterate_batches(train_set, 256):
-        xs.append(pooled_features(x.numpy()))
-        ys.append(y.numpy())
-    pipeline = fit_logreg(np.concatenate(xs), np.concatenate(ys), cfg.train.seed)
-    classifier = SklearnClassifier(pipeline, len(data.genres))
-    val = evaluate_chunks(classifier, valid_set)
-    row = epoch_row(1, val, time.perf_counter() - t0)
+    classifier = fit_pooled(train_set, len(data.genres), cfg.train.seed)
+    row = epoch_row(1, evaluate_chunks(classifier, valid_set), time.perf_counter() - t0)
     progress = Progress()
     progress.update(1, row[METRIC])
-    append_log(run_dir / "train_log.csv", row)
-    if report is not None:
-        report({**row, "best_val_macro_f1": progress.best}, run_dir / "checkpoints")
+    append_log(run_dir / TRAIN_LOG, row)
+    report_epoch(report, row, progress, run_dir)
     info = {
         "name": cfg.model.name,
         "params": classifier.params,
@@ -431,18 +575,20 @@ def fit_baseline(
     }
     if not final_eval:
         return RunResult(run_dir, trial_metrics(progress, info))
-    return RunResult(run_dir, finish(cfg, data, classifier, run_dir, info, t_start))
+    return RunResult(run_dir, finish(cfg, data, classifier, valid_set, run_dir, info, t_start))
 
 
 def finish(
     cfg: Config,
     data: SplitData,
     classifier: Classifier,
+    valid_set: ChunkSet,
     run_dir: Path,
     info: dict[str, Any],
     t_start: float,
 ) -> dict[str, Any]:
-    """Evaluate on valid and test, write metrics.json, curves and the model bundle."""
+    """Evaluate on valid (the run's own windows) and test, write metrics.json, curves and the
+    model bundle."""
     fast = getattr(classifier, "fast", None)
     metrics: dict[str, Any] = {
         "experiment": cfg.experiment.name,
@@ -459,10 +605,8 @@ def finish(
         "best_epoch": info.get("best_epoch"),
         "epochs_run": info.get("epochs_run"),
         "n_tracks": {p: len(t) for p, t in data.parts.items()},
+        "valid": evaluate_chunks(classifier, valid_set),
     }
-    if data.parts.get("valid"):
-        valid_set = build_chunk_set(data.parts["valid"], cfg.chunks, cfg.features)
-        metrics["valid"] = evaluate_chunks(classifier, valid_set)
     if data.parts.get("test"):
         test_set = build_chunk_set(data.parts["test"], cfg.chunks, cfg.features)
         title = f"{cfg.experiment.name} {cfg.model.name}: test tracks, {data.split_name} split"
@@ -471,7 +615,7 @@ def finish(
         )
     metrics["seconds"] = time.perf_counter() - t_start
     write_json(run_dir / "metrics.json", metrics)
-    if (run_dir / "train_log.csv").exists():
-        plot_train_curves(run_dir / "train_log.csv", run_dir / "train_curves.png")
+    if (run_dir / TRAIN_LOG).exists():
+        plot_train_curves(run_dir / TRAIN_LOG, run_dir / "train_curves.png")
     save_bundle(run_dir, classifier, data.genres, cfg.features, cfg.chunks, cfg.model, info)
     return metrics

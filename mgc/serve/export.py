@@ -407,7 +407,7 @@ def _write_onnx(
         raise ExportError(f"--opset {opset}: the exporter wrote opset {written} instead")
     entry = proto.metadata_props.add()
     entry.key, entry.value = META_KEY, meta
-    proto.producer_name = "mgc.serve.export"
+    proto.producer_name = "mgc.export"
     # One self-contained file (weights inside, not in a .data file beside it): the models here
     # are far below protobuf's 2 GiB limit, and one file is one atomic write.
     atomic_write(path, proto.SerializeToString())

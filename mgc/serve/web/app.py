@@ -21,7 +21,7 @@ import streamlit as st
 from mgc.core.audio import AudioError
 from mgc.serve.web import core
 
-log = logging.getLogger("mgc.serve.web")
+log = logging.getLogger("mgc.web")
 
 UPLOAD, SAMPLE = "Upload a file", "Try a sample clip"
 TOP_COLOUR, OTHER_COLOUR = "#d1495b", "#8d99ae"
