@@ -29,6 +29,7 @@ def smoke_overrides(root: Path, tmp_path: Path) -> list[str]:
         "chunks.window_s=1.0",
         "model.width=8",
         "train.epochs=1",
+        "sweep.final.epochs=1",  # the final seeds' own budget (e0.yaml's is hours)
         "sweep.num_samples=2",
         "sweep.final_seeds=[0, 1]",
         f"sweep.results_dir={tmp_path / 'results'}",
@@ -234,6 +235,7 @@ def test_failed_trial_is_retried_from_its_checkpoint(
     (flaky_ray / "fail-after-first-epoch").touch()
     overrides = smoke_overrides(synth_dataset, tmp_path) + [
         "train.epochs=2",
+        "sweep.final.epochs=2",
         "sweep.max_failures=1",
         "sweep.final_seeds=[0]",
         "sweep.wandb.enabled=off",
@@ -259,6 +261,7 @@ def test_a_trial_that_keeps_failing_is_recorded_and_the_sweep_goes_on(
     (flaky_ray / "fail-after-first-epoch").touch()
     overrides = smoke_overrides(synth_dataset, tmp_path) + [
         "train.epochs=2",
+        "sweep.final.epochs=2",
         "sweep.max_failures=0",  # no retry: the failure stands
         "sweep.final_seeds=[0]",
         "sweep.wandb.enabled=off",
@@ -284,14 +287,15 @@ def test_interrupted_sweep_resumes(flaky_ray: Path, synth_dataset: Path, tmp_pat
     (flaky_ray / "fail-always").touch()
     with pytest.raises(RuntimeError, match="every trial failed"):
         sweep(REPO / "ablations" / "e0.yaml", overrides)
-    assert not (tmp_path / "results" / "E0").exists()
+    # No row from a failed search: only its clock is kept, for the time of all its parts.
+    assert [p.name for p in (tmp_path / "results" / "E0").iterdir()] == ["mgc_sweep_seconds.json"]
     (flaky_ray / "fail-always").unlink()
     # The same command with --resume picks the experiment up and reruns what did not finish.
     assert main([str(REPO / "ablations" / "e0.yaml"), *overrides, "--resume"]) == 0
     summary = json.loads((tmp_path / "results" / "E0" / "summary.json").read_text())
     assert summary["n_trials"] == 2 and all(t["epochs"] == 1 for t in summary["trials"])
     # The time of the failed first part counts too, not only the part after --resume.
-    spent = json.loads((tmp_path / "ray_results" / "mgc-E0" / "mgc_sweep_seconds.json").read_text())
+    spent = json.loads((tmp_path / "results" / "E0" / "mgc_sweep_seconds.json").read_text())
     assert len(spent["parts"]) == 2
     assert summary["sweep_seconds"] == pytest.approx(spent["seconds"], rel=0.05)
     assert summary["sweep_seconds"] > spent["parts"][0]["seconds"]
@@ -317,18 +321,38 @@ def test_asha_trial_epochs_and_the_budget_line():
     assert budget.train_samples_per_epoch == 40 and budget.valid_samples == 20
     assert budget.grid_trial_epochs == 81 and budget.expected_trial_epochs == pytest.approx(21.0)
     line = budget.describe(samples_per_s=10.0, slots=2)
-    assert "~21 trial-epochs expected (all to the end: 81)" in line and "4 per track" in line
-    # 21 trial-epochs two at a time, then 3 seeds x 9 epochs two at a time; 4.67 s an epoch.
+    assert "~21 trial-epochs expected (all to the end: 81)" in line
+    assert "9 trials x up to 9 epochs of 40 windows (4 per track)" in line
+    # No sweep.final: the seeds train as the trials did. 21 trial-epochs two at a time, then 3
+    # seeds x 9 epochs two at a time; 4.67 s an epoch.
+    assert "3 seeds x up to 9 epochs of 40 windows (4 per track)" in line
     assert "~0.0 h with 2 trial(s), then 2 seed(s) at a time" in line
-    no_search = Budget.of(
-        load_config(None, ["sweep.num_samples=0", "train.epochs=9", "train.windows_per_track=4"]),
+    # The full budget for the seeds: every window (10 tracks x 2 windows of 1 s... 3 s here),
+    # at most 40 epochs, early stopping after 5; the estimate counts every epoch.
+    full = Budget.of(
+        load_config(
+            None,
+            [
+                "sweep.num_samples=0",
+                "train.windows_per_track=4",
+                "sweep.final.epochs=40",
+                "sweep.final.windows_per_track=0",
+                "sweep.final.early_stopping_patience=5",
+            ],
+        ),
         train_frames=[1293] * 10,
         valid_frames=[1293] * 2,
     )
-    # 3 seeds x 9 epochs of 233 s, two seeds at a time: 3,150 s (one at a time: 1.75 h).
-    line = no_search.describe(samples_per_s=0.2, slots=2)
-    assert line.startswith("budget: no search, 3 seeds x 9 epochs") and "trial" not in line
-    assert line.endswith("~0.9 h with 2 seed(s) at a time")
+    assert (full.final_max_epochs, full.final_samples_per_epoch, full.final_patience) == (
+        40,
+        100,
+        5,
+    )
+    # 3 seeds x 40 epochs of (100 + 20/3) / 0.2 = 533 s, two seeds at a time: 8.9 h.
+    line = full.describe(samples_per_s=0.2, slots=2)
+    assert line.startswith("budget: no search; 3 seeds x up to 40 epochs of 100 windows (all")
+    assert "early stop after 5 epochs without a better val macro-F1" in line
+    assert "trial" not in line and line.endswith("~8.9 h with 2 seed(s) at a time")
 
 
 def test_time_spent_adds_up_across_interruptions(tmp_path: Path):
@@ -442,3 +466,67 @@ def test_the_timed_step_uses_the_runs_own_training_pieces():
     assert 0 < time_training_step(small, threads=1) < float("inf")
     # A scikit-learn row has no training step to time.
     assert time_training_step(load_config(None, ["model.name=logreg"]), threads=1) == float("inf")
+
+
+@pytest.mark.slow
+def test_a_row_goes_on_from_its_committed_pieces(
+    ray_local, synth_dataset: Path, tmp_path: Path, monkeypatch, capfd, caplog
+):
+    """A row begun on one machine and finished on another: a fresh clone holds what was
+    committed (search.json, best_config.yaml, the finished seed's folder without checkpoints,
+    a seed stopped half-way without its checkpoint) and no ray_results. --resume runs no
+    search, leaves the finished seed alone, starts the stopped seed over and runs the missing
+    one, with a progress bar per seed."""
+    import logging
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    ablation = REPO / "ablations" / "e0.yaml"
+    overrides = smoke_overrides(synth_dataset, tmp_path) + [
+        "sweep.final_seeds=[0, 1, 2]",
+        "sweep.final.epochs=2",
+        "sweep.wandb.enabled=off",
+    ]
+    first = sweep(ablation, overrides)
+    row = tmp_path / "results" / "E0"
+    search = json.loads((row / "search.json").read_text())
+    assert search["trials"] == first.summary["trials"] and search["n_trials"] == 2
+    assert search["best_params"] == first.best_params
+
+    # What a clone of the committed row holds (.gitignore keeps weights out of git).
+    shutil.rmtree(tmp_path / "ray_results")
+    for seed in (0, 1):
+        shutil.rmtree(row / f"seed_{seed}" / "checkpoints")
+        shutil.rmtree(row / f"seed_{seed}" / "bundle")
+    (row / "seed_1" / "metrics.json").unlink()  # stopped after its first epoch elsewhere
+    log_lines = (row / "seed_1" / "train_log.csv").read_text().splitlines()
+    (row / "seed_1" / "train_log.csv").write_text("\n".join(log_lines[:2]) + "\n")
+    shutil.rmtree(row / "seed_2")  # never begun
+    for name in ("summary.json", "seeds.csv"):
+        (row / name).unlink()
+    finished = snapshot(row / "seed_0")
+
+    def no_search(*args, **kwargs):
+        raise AssertionError("the search ran again")
+
+    monkeypatch.setattr("mgc.run.sweep.run_trials", no_search)
+    capfd.readouterr()
+    with caplog.at_level(logging.INFO, logger="mgc"):
+        again = sweep(ablation, overrides, resume=True)
+    assert snapshot(row / "seed_0") == finished  # read, not run
+    assert len(list(row.glob("seed_1.old-*"))) == 1  # the stopped seed's folder, kept aside
+    for seed in (1, 2):
+        metrics = json.loads((row / f"seed_{seed}" / "metrics.json").read_text())
+        assert metrics["seed"] == seed and metrics["epochs_run"] == 2
+    assert again.summary["seeds"] == [0, 1, 2]
+    assert again.summary["trials"] == first.summary["trials"]
+    assert again.best_params == first.best_params
+    logs = caplog.text
+    assert "search: done earlier" in logs
+    assert "seed 0: finished earlier" in logs
+    assert "seed 1: stopped after epoch 1 with no checkpoint here: starts over" in logs
+    # The final seeds show their progress: one bar per seed that runs, with its epochs and
+    # validation macro-F1.
+    err = capfd.readouterr().err
+    assert "seed 1" in err and "seed 2" in err and "val macro-F1" in err
+    assert "seed 0:" not in err.replace("seed 0: finished", "")

@@ -36,6 +36,9 @@ def sweep_args(root: Path, tmp: Path) -> list[str]:
         "model.width=8",
         f"train.epochs={EPOCHS}",
         "train.windows_per_track=0",
+        f"sweep.final.epochs={EPOCHS}",
+        "sweep.final.windows_per_track=0",
+        "sweep.final.early_stopping_patience=0",
         f"sweep.num_samples={NUM_SAMPLES}",
         "sweep.max_concurrent=1",
         f"sweep.grace_period={EPOCHS}",  # ASHA stops nothing: every trial runs every epoch
@@ -190,7 +193,7 @@ def test_sigint_then_kill_9_mid_trial_resume(synth_dataset: Path, tmp_path: Path
     finish(args, tmp_path)
     summary = check_finished_sweep(tmp_path)
     # Wall time counts every part: the interrupted ones and the one that finished.
-    spent = json.loads((tmp_path / "ray_results" / "mgc-E0" / "mgc_sweep_seconds.json").read_text())
+    spent = json.loads((tmp_path / "results" / "E0" / "mgc_sweep_seconds.json").read_text())
     assert len(spent["parts"]) == 3
     assert summary["sweep_seconds"] == pytest.approx(spent["seconds"], rel=0.05)
 

@@ -66,6 +66,31 @@ def test_single_seed_shows_the_mean_only(results: Path) -> None:
     assert row["Split"] == "stratified (track level, 1 seed)"
 
 
+def test_convergence_and_quick_rows_are_said(tmp_path: Path) -> None:
+    from mgc.results.rows import seed_convergence
+
+    def seed(n: int, run: int, best: int, stopped: bool, patience: int = 5) -> dict:
+        metrics = {"seed": n, "epochs_run": run, "best_epoch": best, "max_epochs": 40}
+        return seed_convergence(
+            {**metrics, "stopped_early": stopped, "early_stopping_patience": patience}
+        )
+
+    # Early stopping ended seeds 0 and 1; seed 2 hit its 40 epochs with its best at 38, within
+    # its patience: still improving. A seed that hit its last epoch long after its best is flat.
+    converged = [seed(0, 25, 20, True), seed(1, 31, 26, True), seed(2, 40, 38, False)]
+    assert [c["still_improving"] for c in converged] == [False, False, True]
+    assert not seed(3, 40, 30, False)["still_improving"]
+    assert seed(4, 40, 40, False, patience=0)["still_improving"]  # no early stopping at all
+    _summary(tmp_path, "E0", [0, 1, 2], (0.8, 0.01), (0.7, 0.01), convergence=converged)
+    one_fit = [{**c, "max_epochs": 1, "stopped_early": False} for c in converged]
+    _summary(tmp_path, "M1", [0, 1, 2], (0.7, 0.0), (0.6, 0.0), convergence=one_fit)
+    _summary(tmp_path, "E1", [0], (0.5, 0.0), (0.4, 0.0), budget_name="quick")
+    table = collect(tmp_path).set_index("Experiment")
+    assert table.loc["E0", "Converged"] == "2/3, 1 still improving"
+    assert table.loc["M1", "Converged"] == "one fit"
+    assert table.loc["E1 (quick look, not for the table)", "Converged"] == "–"
+
+
 def test_write_tables(results: Path) -> None:
     paths = write_tables(results)
     assert paths == {k: results / f"table.{k}" for k in ("md", "csv", "tex")}
@@ -85,14 +110,14 @@ def test_write_tables(results: Path) -> None:
     cells = [c.strip() for c in md[3].strip("|").split("|")]
     assert cells[0] == "E10" and cells[4:7] == ["1,234,567", "81.2 ± 4.6", "79.0 ± 5.1"]
     assert cells[7:10] == ["–", "–", "–"]  # no seed predictions in this fixture: no intervals
-    assert cells[10:12] == ["–", "–"]  # nor a budget: rows made before it was recorded
+    assert cells[10:13] == ["–", "–", "–"]  # nor convergence or a budget: rows made before
     assert md[-1].startswith("Test Acc and Macro-F1 in %, mean ± std over the final seeds")
 
     tex = paths["tex"].read_text(encoding="utf-8")
     for needle in (r"\toprule", r"\midrule", r"\bottomrule", r"\caption{", r"\label{tab:ablation}"):
         assert tex.count(needle) == 1, needle
     assert tex.index(r"\toprule") < tex.index(r"\midrule") < tex.index(r"\bottomrule")
-    assert r"\begin{tabular}{llllrrrrrrrrl}" in tex
+    assert r"\begin{tabular}{llllrrrrrrrrrl}" in tex
     assert r"$\Delta$F1 [95\% CI] vs" in tex and "Δ" not in tex
     assert r"E10 & cnn4 & SpecAugment & Adam & 1,234,567 & 81.2 $\pm$ 4.6 & 79.0 $\pm$ 5.1 &" in tex
     assert (
@@ -121,6 +146,8 @@ def test_write_seed_csv_round_trip(tmp_path: Path) -> None:
             "valid": {"track_macro_f1": 0.7 - seed / 10, "track_accuracy": 0.9},
             "best_epoch": 3 + seed,
             "epochs_run": 5 + seed,
+            "max_epochs": 6,
+            "stopped_early": seed == 0,
             "params": 393450,
         }
         for seed in (0, 1)
@@ -134,6 +161,7 @@ def test_write_seed_csv_round_trip(tmp_path: Path) -> None:
     assert back["test_chunk_macro_f1"].tolist() == [0.45, 0.55]
     assert back["valid_track_macro_f1"].tolist() == [0.7, 0.6]
     assert back["best_epoch"].tolist() == [3, 4] and back["epochs_run"].tolist() == [5, 6]
+    assert back["stopped_early"].tolist() == [True, False]
 
 
 def test_write_seed_csv_rejects_missing_metrics(tmp_path: Path) -> None:

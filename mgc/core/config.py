@@ -25,6 +25,7 @@ from mgc.core.schema import (  # noqa: F401
     DataConfig,
     ExperimentConfig,
     FeatureConfig,
+    FinalBudgetConfig,
     ModelConfig,
     ResourcesConfig,
     RunConfig,
@@ -49,6 +50,7 @@ _EXPECTED |= {ListConfig: "a list", DictConfig: "a mapping"}
 _POSITIVE = ["features.sample_rate", "features.n_fft", "features.hop_length", "features.n_mels"]
 _POSITIVE += ["train.lr", "train.batch_size", "train.epochs", "cache.batch_size"]
 _NOT_NEGATIVE = ["train.windows_per_track", "train.warmup_epochs", "train.early_stopping_patience"]
+_NOT_NEGATIVE += ["sweep.final.windows_per_track", "sweep.final.early_stopping_patience"]
 
 
 def _shell_to_oc(value: Any) -> Any:
@@ -172,13 +174,20 @@ def validate(cfg: Config) -> None:
             "chunks.window_s must be > 0 seconds (30 for a whole GTZAN clip; shorter tracks are padded)"
         )
     checks = [(operator.attrgetter(k)(cfg) > 0, f"{k} must be positive") for k in _POSITIVE]
-    checks += [(operator.attrgetter(k)(cfg) >= 0, f"{k} must be >= 0") for k in _NOT_NEGATIVE]
+    checks += [
+        ((v := operator.attrgetter(k)(cfg)) is None or v >= 0, f"{k} must be >= 0")
+        for k in _NOT_NEGATIVE
+    ]
     checks += [
         (0 <= c.overlap < 1, "chunks.overlap must be in [0, 1)"),
         (0 < d.train_fraction <= 1, "data.train_fraction must be in (0, 1]"),
         (0 < d.fraction <= 1, "data.fraction must be in (0, 1]"),
         (0 <= cfg.train.label_smoothing < 1, "train.label_smoothing must be in [0, 1)"),
         (len(cfg.sweep.final_seeds) >= 1, "sweep.final_seeds needs at least one seed"),
+        (
+            cfg.sweep.final.epochs is None or cfg.sweep.final.epochs > 0,
+            "sweep.final.epochs must be positive",
+        ),
     ]
     for ok, message in checks:
         if not ok:

@@ -116,7 +116,21 @@ class WandbConfig:
 
 
 @dataclass
+class FinalBudgetConfig:
+    """What the final seeds train at: the full fidelity, one rule for every row. The search's
+    trials train at `train.*` (cheap, low fidelity); each of these, when set, replaces that
+    value for the final seeds. Unset: the seeds train as the trials did."""
+
+    epochs: int | None = None  # at most; early stopping may end a seed sooner
+    windows_per_track: int | None = None  # 0: every window of every training track
+    early_stopping_patience: int | None = None  # epochs without a better val macro-F1
+
+
+@dataclass
 class SweepConfig:
+    # "full": the row as the table reports it. "quick": a look in minutes (few trials, short
+    # seeds), written under <results_dir>/quick/ and marked, never in the main table.
+    budget: Literal["full", "quick"] = "full"
     search_space: str | None = None
     num_samples: int = 16
     max_concurrent: int = 0
@@ -126,6 +140,7 @@ class SweepConfig:
     reduction_factor: int = 3
     max_failures: int = 2
     final_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    final: FinalBudgetConfig = field(default_factory=FinalBudgetConfig)
     storage_path: str = "${oc.env:MGC_RAY_RESULTS,ray_results}"
     results_dir: str = "${oc.env:MGC_RESULTS_DIR,results}"
     ray_address: str | None = None

@@ -22,12 +22,13 @@ COLUMNS = [
     "Acc 95% CI",
     "F1 95% CI",
     "ΔF1 [95% CI] vs",
+    "Converged",
     "Trial-epochs run / grid",
     "Wall h (CPU h)",
     "Split",
 ]
 # The numbers are right-aligned in Markdown and LaTeX alike.
-ALIGN = ["left"] * 4 + ["right"] * 8 + ["left"]
+ALIGN = ["left"] * 4 + ["right"] * 9 + ["left"]
 N_BOOT = 2000  # resamples per interval; seeded, so the tables rebuild byte for byte
 
 NOTE = (
@@ -36,6 +37,8 @@ NOTE = (
     "stratified by genre, of the seed mean. ΔF1: macro-F1 minus that of the row named (the "
     "ablation row before, or E0 for the reference rows M1 and D7; same split, same test tracks), "
     "with its paired bootstrap interval; an interval that holds 0 is no evidence of a change. "
+    "Converged: final seeds that early stopping ended, of all; a seed that ran out of epochs "
+    "while still improving is counted as such (the budget cut it short). "
     "Trial-epochs: epochs run by all trials of the search (ASHA stops weak ones) against every "
     "trial run to the end; hours: the whole sweep with its final seeds."
 )
@@ -57,11 +60,17 @@ def mean_std(summary: dict[str, Any], key: str) -> str:
     return f"{mean} ± {100 * summary[f'{key}_std']:.1f}"
 
 
+def row_name(s: dict[str, Any]) -> str:
+    """The row's name, marked when its numbers come from a quick look, not the full budget."""
+    quick = s.get("budget_name") == "quick"
+    return f"{s['experiment']} (quick look, not for the table)" if quick else s["experiment"]
+
+
 def row_line(s: dict[str, Any]) -> str:
     """One line for a finished row: its split, seeds and test track accuracy and macro-F1."""
     n = len(s["seeds"])
     return (
-        f"{s['experiment']} ({s['split']} split, {n} seed{'' if n == 1 else 's'}): test track "
+        f"{row_name(s)} ({s['split']} split, {n} seed{'' if n == 1 else 's'}): test track "
         f"acc {mean_std(s, 'test_track_accuracy')}, macro-F1 {mean_std(s, 'test_track_macro_f1')}"
     )
 
@@ -94,6 +103,20 @@ def _cost(s: dict[str, Any]) -> dict[str, str]:
     return {"Trial-epochs run / grid": spent, "Wall h (CPU h)": hours}
 
 
+def _converged(s: dict[str, Any]) -> str:
+    """How many final seeds early stopping ended, and how many the budget cut short while they
+    still improved; "one fit" for a model trained in one go, "–" for rows before this was
+    recorded."""
+    seeds = s.get("convergence")
+    if not seeds:
+        return "–"
+    if all(c.get("max_epochs") == 1 for c in seeds):
+        return "one fit"
+    cell = f"{sum(c['stopped_early'] for c in seeds)}/{len(seeds)}"
+    improving = sum(c["still_improving"] for c in seeds)
+    return cell + (f", {improving} still improving" if improving else "")
+
+
 def _split(s: dict[str, Any]) -> str:
     """The split's name; with the test tracks held against those it names when some are missing
     (our GTZAN clips cover 238 of the fault-filtered split's 290)."""
@@ -107,7 +130,7 @@ def _split(s: dict[str, Any]) -> str:
 def _row(s: dict[str, Any], evidence: dict[str, Any]) -> dict[str, str]:
     n = len(s["seeds"])
     return {
-        "Experiment": s["experiment"],
+        "Experiment": row_name(s),
         "Model": s["model"],
         "Augmentation": s["augmentation"],
         "Optimizer/Strategy": s["strategy"],
@@ -117,6 +140,7 @@ def _row(s: dict[str, Any], evidence: dict[str, Any]) -> dict[str, str]:
         "Acc 95% CI": _ci(evidence.get("accuracy")),
         "F1 95% CI": _ci(evidence.get("macro_f1")),
         "ΔF1 [95% CI] vs": _delta(evidence.get("delta_f1"), evidence.get("delta_vs")),
+        "Converged": _converged(s),
         **_cost(s),
         "Split": f"{_split(s)} (track level, {n} seed{'' if n == 1 else 's'})",
     }

@@ -28,6 +28,7 @@ SPLIT_ORDER = ("stratified",)  # the default split's rows first, then the others
 REFERENCE_ROWS = ("M1", "D7")  # reference models: shown under E0, compared with E0
 
 SUMMARY, SEEDS_CSV, BEST_CONFIG = "summary.json", "seeds.csv", "best_config.yaml"
+SEARCH = "search.json"
 # seeds.csv's columns: what each final seed scored, and how long it trained.
 SEED_COLUMNS = [
     "seed",
@@ -38,6 +39,8 @@ SEED_COLUMNS = [
     "valid_track_macro_f1",
     "best_epoch",
     "epochs_run",
+    "max_epochs",
+    "stopped_early",
 ]
 # The first seed's figures and report, shown at the row's top level.
 SEED_FIGURES = ("confusion_matrix_test.png", "train_curves.png", "test_classification_report.txt")
@@ -62,14 +65,45 @@ class RowFolder:
 
     def seed_dirs(self, seeds: list[int], keep: bool = False) -> dict[int, Path]:
         """Each final seed's run folder. Unless `keep` (a resumed row continues its seeds), a
-        folder left by an earlier run is set aside as seed_<n>.old-<mtime>, never overwritten
-        in place."""
-        dirs = {seed: self.seed_dir(seed) for seed in seeds}
-        for d in dirs.values():
-            if d.exists() and not keep:
-                d.rename(d.with_name(f"{d.name}.old-{int(d.stat().st_mtime)}"))
+        folder left by an earlier run is set aside (`set_aside`)."""
+        if not keep:
+            for seed in seeds:
+                self.set_aside(seed)
         self.path.mkdir(parents=True, exist_ok=True)
-        return dirs
+        return {seed: self.seed_dir(seed) for seed in seeds}
+
+    def set_aside(self, seed: int) -> None:
+        """A seed's folder from an earlier run becomes seed_<n>.old-<mtime>: never overwritten
+        in place, never deleted."""
+        d = self.seed_dir(seed)
+        if d.exists():
+            d.rename(d.with_name(f"{d.name}.old-{int(d.stat().st_mtime)}"))
+
+    def finished_seed(self, seed: int) -> dict[str, Any] | None:
+        """A final seed's metrics.json once it has been tested; None before."""
+        path = self.seed_dir(seed) / "metrics.json"
+        if not path.is_file():
+            return None
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+        return metrics if "test" in metrics else None
+
+    def write_search(self, search: dict[str, Any]) -> Path:
+        """The search's outcome (`search.json`): its chosen parameters and every trial, written
+        as soon as the search ends, so a row continued elsewhere never searches again."""
+        write_json(self.path / SEARCH, search)
+        return self.path / SEARCH
+
+    def read_search(self) -> dict[str, Any] | None:
+        path = self.path / SEARCH
+        if not path.is_file():
+            return None
+        try:
+            search = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+        if "best_params" not in search:
+            raise ValueError(f"{path}: not a search outcome (no 'best_params' key)")
+        return search
 
     def write_best_config(self, cfg: Config, comment: str = "") -> Path:
         """The chosen configuration as the final seeds train it (`comment`: a first line)."""
@@ -127,13 +161,33 @@ def summarise(
         "best_params": params,
         "n_trials": n_trials,
         "sweep_seconds": seconds,
+        # "quick": a look in minutes (`sweep.budget=quick`), never one of the table's rows.
+        "budget_name": cfg.sweep.budget,
     }
     for level in ("track", "chunk"):
         for metric in ("accuracy", "macro_f1"):
             mean, std = _mean_std([m["test"][f"{level}_{metric}"] for m in seeds])
             out[f"test_{level}_{metric}_mean"] = mean
             out[f"test_{level}_{metric}_std"] = std
+    out["convergence"] = [seed_convergence(m) for m in seeds]
     return out
+
+
+def seed_convergence(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Whether a final seed converged: early stopping ended it, or it ran out of epochs. One
+    that ran out while still improving (a better score within its last `patience` epochs, or
+    at its last epoch without early stopping) was cut short by the budget."""
+    run, best = metrics.get("epochs_run"), metrics.get("best_epoch")
+    patience = metrics.get("early_stopping_patience") or 0
+    stopped = bool(metrics.get("stopped_early"))
+    return {
+        "seed": metrics["seed"],
+        "epochs_run": run,
+        "best_epoch": best,
+        "max_epochs": metrics.get("max_epochs"),
+        "stopped_early": stopped,
+        "still_improving": not stopped and run is not None and run - best < max(patience, 1),
+    }
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from mgc.core.config import Config
+from mgc.core.config import Config, with_params
 from mgc.core.fsio import atomic_write
 
 SPENT_FILE = "mgc_sweep_seconds.json"
@@ -36,18 +36,24 @@ def asha_trial_epochs(num_samples: int, max_t: int, grace: int, reduction_factor
 
 @dataclass
 class Budget:
-    """A sweep's cost in trial-epochs, stated before it starts and recorded with its row."""
+    """A row's cost, stated before it starts and recorded with it: the search in trial-epochs
+    at low fidelity, then the final seeds at the full budget."""
 
     num_samples: int
-    max_epochs: int
+    max_epochs: int  # a trial's, at most
     grace_period: int
     reduction_factor: int
-    windows_per_track: int  # 0: every window of every track is an epoch
+    windows_per_track: int  # a trial's epoch; 0: every window of every track
     final_seeds: int
     grid_trial_epochs: int  # every trial to the end: what ASHA saves is measured against it
     expected_trial_epochs: float
-    train_samples_per_epoch: int
+    train_samples_per_epoch: int  # a trial's epoch
     valid_samples: int
+    # The final seeds' budget (`sweep.final`): epochs at most, windows of an epoch, patience.
+    final_max_epochs: int = 0
+    final_windows_per_track: int = 0
+    final_samples_per_epoch: int = 0
+    final_patience: int = 0
 
     @classmethod
     def of(cls, cfg: Config, train_frames: list[int], valid_frames: list[int]) -> Budget:
@@ -55,22 +61,29 @@ class Budget:
         from mgc.features.frontend import Frontend
 
         windowing = Frontend(cfg.features, cfg.chunks).windowing
-        per = cfg.train.windows_per_track
-        train = sum(per or len(windowing.starts(n)) for n in train_frames)
+
+        def windows(per_track: int) -> int:
+            return sum(per_track or len(windowing.starts(n)) for n in train_frames)
+
         s, e = cfg.sweep, cfg.train.epochs
+        final = with_params(cfg, final_overrides(cfg)).train
         return cls(
             num_samples=s.num_samples,
             max_epochs=e,
             grace_period=min(s.grace_period, e),
             reduction_factor=s.reduction_factor,
-            windows_per_track=per,
+            windows_per_track=cfg.train.windows_per_track,
             final_seeds=len(s.final_seeds),
             grid_trial_epochs=s.num_samples * e,
             expected_trial_epochs=asha_trial_epochs(
                 s.num_samples, e, s.grace_period, s.reduction_factor
             ),
-            train_samples_per_epoch=train,
+            train_samples_per_epoch=windows(cfg.train.windows_per_track),
             valid_samples=sum(len(windowing.starts(n)) for n in valid_frames),
+            final_max_epochs=final.epochs,
+            final_windows_per_track=final.windows_per_track,
+            final_samples_per_epoch=windows(final.windows_per_track),
+            final_patience=final.early_stopping_patience,
         )
 
     @classmethod
@@ -88,39 +101,83 @@ class Budget:
             expected_trial_epochs=float(n_trials),
             train_samples_per_epoch=n_train,
             valid_samples=n_valid,
+            final_max_epochs=1,
+            final_samples_per_epoch=n_train,
         )
 
-    def epoch_seconds(self, samples_per_s: float) -> float:
+    def epoch_seconds(self, samples_per_s: float, train_samples: int | None = None) -> float:
+        """An epoch of `train_samples` training windows (a trial's by default) and validation."""
+        train = self.train_samples_per_epoch if train_samples is None else train_samples
         # Validation is forward only, about a third of a training step's work per sample.
-        return (self.train_samples_per_epoch + self.valid_samples / 3) / samples_per_s
+        return (train + self.valid_samples / 3) / samples_per_s
 
     def describe(self, samples_per_s: float, slots: int) -> str:
         """The budget in one line, with an estimate of its hours when `slots` runs (trials,
-        then final seeds) go at once, each at `samples_per_s`."""
-        epoch = self.epoch_seconds(samples_per_s)
+        then final seeds) go at once, each at `samples_per_s`. The seeds are counted at their
+        most epochs: early stopping can only make them cheaper."""
+        trial_epoch = self.epoch_seconds(samples_per_s)
+        seed_epoch = self.epoch_seconds(samples_per_s, self.final_samples_per_epoch)
         trials_at_once = max(1, min(slots, self.num_samples))
         seeds_at_once = max(1, min(slots, self.final_seeds))
-        search = self.expected_trial_epochs * epoch / trials_at_once
-        seeds = self.final_seeds * self.max_epochs * epoch / seeds_at_once
+        search = self.expected_trial_epochs * trial_epoch / trials_at_once
+        seeds = self.final_seeds * self.final_max_epochs * seed_epoch / seeds_at_once
         search_part = (
-            f"{self.num_samples} trials x up to {self.max_epochs} epochs, ASHA grace "
-            f"{self.grace_period} rf {self.reduction_factor}: ~{self.expected_trial_epochs:.0f} "
-            f"trial-epochs expected (all to the end: {self.grid_trial_epochs}), then "
+            f"search {self.num_samples} trials x up to {self.max_epochs} epochs of "
+            f"{_windows(self.train_samples_per_epoch, self.windows_per_track)} (~{trial_epoch:.0f} s"
+            f" here), ASHA grace {self.grace_period} rf {self.reduction_factor}: "
+            f"~{self.expected_trial_epochs:.0f} trial-epochs expected (all to the end: "
+            f"{self.grid_trial_epochs}); then "
             if self.num_samples
-            else "no search, "
+            else "no search; "
+        )
+        patience = (
+            f", early stop after {self.final_patience} epochs without a better val macro-F1"
+            if self.final_patience
+            else ""
         )
         return (
-            f"budget: {search_part}{self.final_seeds} seeds x {self.max_epochs} epochs; an "
-            f"epoch is {self.train_samples_per_epoch} training windows ("
-            + (f"{self.windows_per_track} per track" if self.windows_per_track else "all of them")
-            + f") + {self.valid_samples} validation windows, ~{epoch:.0f} s here "
-            f"({samples_per_s:.0f} samples/s timed); ~{(search + seeds) / 3600:.1f} h with "
+            f"budget: {search_part}{self.final_seeds} seeds x up to {self.final_max_epochs} "
+            f"epochs of {_windows(self.final_samples_per_epoch, self.final_windows_per_track)} "
+            f"(~{seed_epoch:.0f} s here){patience}; validation {self.valid_samples} windows; "
+            f"{samples_per_s:.3g} samples/s timed; ~{(search + seeds) / 3600:.1f} h with "
             + (f"{trials_at_once} trial(s), then " if self.num_samples else "")
             + f"{seeds_at_once} seed(s) at a time"
         )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _windows(samples: int, per_track: int) -> str:
+    return f"{samples} windows (" + (f"{per_track} per track)" if per_track else "all of them)")
+
+
+def quick_look(cfg: Config) -> Config:
+    """`sweep.budget=quick`: the row's recipe in minutes, to see that it runs and roughly how
+    it does. At most 4 trials of 2 epochs, seeds of 3 epochs of 2 windows per track, no early
+    stopping. Its row and its search go under `quick/` beside the full ones, so they never mix
+    with the table's rows or continue a full search."""
+    s = cfg.sweep
+    return with_params(
+        cfg,
+        {
+            "sweep.num_samples": min(s.num_samples, 4),
+            "sweep.grace_period": 1,
+            "train.epochs": min(cfg.train.epochs, 2),
+            "train.windows_per_track": cfg.train.windows_per_track or 2,
+            "sweep.final.epochs": 3,
+            "sweep.final.windows_per_track": 2,
+            "sweep.final.early_stopping_patience": 0,
+            "sweep.results_dir": str(Path(s.results_dir) / "quick"),
+            "sweep.storage_path": str(Path(s.storage_path) / "quick"),
+        },
+    )
+
+
+def final_overrides(cfg: Config) -> dict[str, Any]:
+    """What the final seeds train at: the `train.*` values `sweep.final` sets (the full budget;
+    a value it leaves unset stays as the trials had it)."""
+    return {f"train.{k}": v for k, v in vars(cfg.sweep.final).items() if v is not None}
 
 
 def time_training_step(cfg: Config, threads: int, steps: int = 3) -> float:

@@ -1,38 +1,162 @@
-"""The final seeds: a row's chosen configuration trained once per seed and tested once.
+"""The final seeds: a row's chosen configuration trained at the full budget, once per seed, and
+tested once.
 
 Each seed is a Ray task with a trial's resources, so seeds run in parallel where they fit (and on
-any node of a cluster). Its run folder is `results/<experiment>/seed_<n>/` (`RowFolder`).
+any node of a cluster). Each reports its epochs through a Ray queue, which the driver shows as one
+progress bar per seed. A seed's run folder is `results/<experiment>/seed_<n>/` (`RowFolder`); a
+finished one (its metrics.json) is never run again, so a row carried to another machine by its
+committed folders goes on with the seeds it lacks.
 """
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
 from typing import Any
 
 from mgc.core.config import Config, with_params
 from mgc.results.rows import RowFolder
 
+log = logging.getLogger(__name__)
 
-def train_seed(cfg: Config, params: dict[str, Any], seed: int, run_dir: str) -> dict[str, Any]:
-    """One final seed: `fit` with the chosen parameters and this seed, then the test scores.
-    resume=True: a seed stopped mid-run (Ctrl-C, a crash) goes on from its last epoch."""
+
+def chosen_config(cfg: Config, params: dict[str, Any]) -> Config:
+    """The configuration the final seeds train (best_config.yaml): the search's chosen
+    parameters at the full budget."""
+    from mgc.run.budget import final_overrides
+
+    return with_params(cfg, {**params, **final_overrides(cfg)})
+
+
+def train_seed(cfg: Config, seed: int, run_dir: str, queue: Any = None) -> dict[str, Any]:
+    """One final seed (cfg from `chosen_config` with its seed): `fit`, then the test scores. Each epoch goes to
+    `queue` for the driver's progress bars. resume=True: a seed stopped mid-run on this machine
+    (Ctrl-C, a crash) goes on from its last checkpoint."""
     from mgc.run.train import fit
 
-    return fit(
-        with_params(cfg, {**params, "train.seed": seed}), run_dir=run_dir, resume=True
-    ).metrics
+    def report(metrics: dict[str, Any], _checkpoint_dir: Path) -> None:
+        if queue is not None:
+            queue.put_nowait(
+                {
+                    "seed": seed,
+                    "epoch": metrics["epoch"],
+                    "val_macro_f1": metrics["val_macro_f1"],
+                    "best": metrics["best_val_macro_f1"],
+                }
+            )
+
+    return fit(cfg, report=report, run_dir=run_dir, resume=True).metrics
+
+
+class SeedProgress:
+    """One bar per running seed: epochs done of the most it may run, the last validation
+    macro-F1, the best so far, and time left at the pace so far (early stopping can only make
+    it shorter)."""
+
+    def __init__(self, starts: dict[int, int], max_epochs: int) -> None:
+        from tqdm.auto import tqdm
+
+        self.bars = {
+            seed: tqdm(
+                total=max_epochs,
+                initial=start,
+                desc=f"seed {seed}",
+                unit="epoch",
+                position=i,
+                dynamic_ncols=True,
+            )
+            for i, (seed, start) in enumerate(starts.items())
+        }
+        self.best_epoch: dict[int, int] = {}
+
+    def epoch(self, item: dict[str, Any]) -> None:
+        bar = self.bars[item["seed"]]
+        if item["val_macro_f1"] >= item["best"]:
+            self.best_epoch[item["seed"]] = item["epoch"]
+        bar.update(item["epoch"] - bar.n)
+        bar.set_postfix_str(
+            f"val macro-F1 {item['val_macro_f1']:.3f}, best {item['best']:.3f} "
+            f"(epoch {self.best_epoch.get(item['seed'], '?')})"
+        )
+
+    def done(self, seed: int, metrics: dict[str, Any]) -> None:
+        bar = self.bars[seed]
+        how = "early stop" if metrics.get("stopped_early") else "last epoch"
+        bar.set_postfix_str(
+            f"{how} at {metrics['epochs_run']}, best epoch {metrics['best_epoch']}, "
+            f"test macro-F1 {metrics['test']['track_macro_f1']:.3f}"
+        )
+        bar.refresh()
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+
+
+def run_seeds(cfgs: dict[int, Config], dirs: dict[int, Path], starts: dict[int, int]) -> dict:
+    """Train every seed of `cfgs` as a Ray task, with progress; their metrics by seed."""
+    import ray
+    from ray.util.queue import Queue
+
+    res = next(iter(cfgs.values())).sweep.resources
+    task = ray.remote(
+        num_cpus=res.cpus_per_trial,
+        num_gpus=res.gpus_per_trial,
+        max_retries=next(iter(cfgs.values())).sweep.max_failures,
+    )(train_seed)
+    # The queue's actor takes no CPU, so it starts even while the seeds hold every one.
+    queue = Queue(actor_options={"num_cpus": 0})
+    refs = {
+        task.remote(cfg, seed, str(dirs[seed].resolve()), queue): seed for seed, cfg in cfgs.items()
+    }
+    progress = SeedProgress(starts, max(c.train.epochs for c in cfgs.values()))
+    results: dict[int, dict[str, Any]] = {}
+    pending = list(refs)
+    try:
+        while pending:
+            done, pending = ray.wait(pending, timeout=1.0)
+            for item in queue.get_nowait_batch(queue.qsize()):
+                progress.epoch(item)
+            for ref in done:
+                results[refs[ref]] = ray.get(ref)
+                progress.done(refs[ref], results[refs[ref]])
+    finally:
+        progress.close()
+        queue.shutdown()
+    return results
 
 
 def final_seeds(
     cfg: Config, params: dict[str, Any], row: RowFolder, resume: bool = False
 ) -> list[dict[str, Any]]:
-    """Every final seed of `cfg.sweep.final_seeds`, as Ray tasks; their metrics in seed order.
-    With `resume`, a seed's folder left by an interrupted sweep continues from its last
-    checkpoint; otherwise an old folder is set aside, never overwritten in place."""
-    import ray
+    """Every final seed of `cfg.sweep.final_seeds` at the full budget; their metrics in seed
+    order. With `resume`, a finished seed (its metrics.json, committed or left here) is read,
+    not run; an interrupted one continues from its checkpoint, or starts over when its folder
+    came without one (from another machine: checkpoints are not committed). Otherwise an old
+    folder is set aside, never overwritten in place."""
+    from mgc.run.train import last_checkpoint, logged_epochs
 
-    res = cfg.sweep.resources
-    task = ray.remote(
-        num_cpus=res.cpus_per_trial, num_gpus=res.gpus_per_trial, max_retries=cfg.sweep.max_failures
-    )(train_seed)
-    dirs = row.seed_dirs(cfg.sweep.final_seeds, keep=resume)
-    return ray.get([task.remote(cfg, params, seed, str(d.resolve())) for seed, d in dirs.items()])
+    seeds = cfg.sweep.final_seeds
+    dirs = row.seed_dirs(seeds, keep=resume)
+    finished = {s: m for s in seeds if (m := row.finished_seed(s)) is not None}
+    starts = {}
+    for seed in seeds:
+        if seed in finished:
+            log.info("seed %d: finished earlier (%s), not run again", seed, dirs[seed])
+            continue
+        starts[seed] = logged_epochs(dirs[seed])
+        if starts[seed] and not last_checkpoint(dirs[seed]).is_file():
+            log.info(
+                "seed %d: stopped after epoch %d with no checkpoint here: starts over (the old "
+                "folder is kept aside)",
+                seed,
+                starts[seed],
+            )
+            row.set_aside(seed)
+            starts[seed] = 0
+        elif starts[seed]:
+            log.info("seed %d: continues after epoch %d", seed, starts[seed])
+    chosen = chosen_config(cfg, params)
+    cfgs = {seed: with_params(chosen, {"train.seed": seed}) for seed in starts}
+    ran = run_seeds(cfgs, dirs, starts) if cfgs else {}
+    return [finished.get(seed) or ran[seed] for seed in seeds]

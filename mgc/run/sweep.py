@@ -21,8 +21,8 @@ from mgc.core.search_space import read_search_space
 from mgc.data.datasets import DatasetError, discover
 from mgc.data.gtzan import ensure_dataset
 from mgc.data.splits import resolve_split
-from mgc.results.rows import RowFolder, summarise
-from mgc.run.seeds import final_seeds
+from mgc.results.rows import SEARCH, RowFolder, summarise
+from mgc.run.seeds import chosen_config, final_seeds
 from mgc.run.tracking import wandb_callbacks, wandb_mode
 
 # torch, pandas and matplotlib come in with the modules that need them (inside the functions
@@ -194,6 +194,10 @@ def load_sweep(
     straight to the final seeds, and the row records no trials."""
     ablation = Path(ablation)
     cfg = load_config(ablation, overrides)
+    if cfg.sweep.budget == "quick":
+        from mgc.run.budget import quick_look
+
+        cfg = quick_look(cfg)
     space: dict[str, dict[str, list]] = {}
     if cfg.sweep.search_space is not None:
         space = read_search_space(resolve_relative(cfg.sweep.search_space, ablation))
@@ -362,42 +366,55 @@ def prune_trials(grid) -> int:
     return freed
 
 
-def write_row(
-    cfg: Config,
-    space: dict,
-    grid,
-    best_params: dict,
-    seeds: list[dict],
-    seconds: float,
-    budget: Budget,
+def search_record(
+    cfg: Config, space: dict, grid, best_params: dict[str, Any], seconds: float
 ) -> dict[str, Any]:
-    """The row's summary.json (with every trial, the budget and what it cost) and seeds.csv."""
+    """The search's outcome as the row keeps it (`search.json`, then summary.json): the chosen
+    parameters and every trial, failed ones with their error."""
+    from mgc.core.device import machine
+
+    return {
+        "best_params": best_params,
+        "n_trials": len(grid),
+        # Every epoch any trial ran, failed ones included: ASHA's saving against the full grid.
+        "trial_epochs_run": sum(int((r.metrics or {}).get("training_iteration", 0)) for r in grid),
+        "failed_trials": sum(r.error is not None for r in grid),
+        "search_seconds": seconds,
+        "machine": machine(),
+        "trials": [
+            {
+                "trial": Path(r.path).name,
+                **{k: r.config.get(k) for k in space},
+                "val_macro_f1": (r.metrics or {}).get(cfg.sweep.metric),
+                "epochs": (r.metrics or {}).get("training_iteration", 0),
+                **({"error": _last_line(r.error)} if r.error is not None else {}),
+            }
+            for r in grid
+        ],
+    }
+
+
+def write_row(
+    cfg: Config, search: dict[str, Any], seeds: list[dict], seconds: float, budget: Budget
+) -> dict[str, Any]:
+    """The row's summary.json (its search with every trial, the budget and what it cost) and
+    seeds.csv."""
     import ray
 
     from mgc.core.device import machine
 
-    summary = summarise(cfg, best_params, seeds, len(grid), seconds)
+    summary = summarise(cfg, search["best_params"], seeds, search["n_trials"], seconds)
     summary["budget"] = budget.to_dict()
-    # Every epoch any trial ran, failed ones included: ASHA's saving against the full grid.
-    summary["trial_epochs_run"] = sum(
-        int((r.metrics or {}).get("training_iteration", 0)) for r in grid
-    )
-    summary["failed_trials"] = sum(r.error is not None for r in grid)
+    summary["trial_epochs_run"] = search["trial_epochs_run"]
+    summary["failed_trials"] = search["failed_trials"]
     summary["machine"] = machine()
+    if search.get("machine") != summary["machine"]:
+        summary["search_machine"] = search.get("machine")  # a row continued elsewhere
     cpus = ray.cluster_resources().get("CPU", 0.0)
     gpus = ray.cluster_resources().get("GPU", 0.0)
     summary["cpu_hours"] = seconds * cpus / 3600
     summary["gpu_hours"] = seconds * gpus / 3600
-    summary["trials"] = [
-        {
-            "trial": Path(r.path).name,
-            **{k: r.config.get(k) for k in space},
-            "val_macro_f1": (r.metrics or {}).get(cfg.sweep.metric),
-            "epochs": (r.metrics or {}).get("training_iteration", 0),
-            **({"error": _last_line(r.error)} if r.error is not None else {}),
-        }
-        for r in grid
-    ]
+    summary["trials"] = search["trials"]
     RowFolder.of(cfg).write(summary, seeds)
     return summary
 
@@ -415,24 +432,35 @@ def run_sweep(
     from mgc.run.budget import SPENT_FILE, time_spent
 
     cfg, space = load_sweep(ablation, overrides)
-    exp_dir = Path(cfg.sweep.storage_path).resolve() / f"mgc-{cfg.experiment.name}"
-    if not resume and exp_dir.exists():  # a fresh sweep starts its clock afresh too
-        (exp_dir / SPENT_FILE).unlink(missing_ok=True)
-    with time_spent(exp_dir) as elapsed:
+    row = RowFolder.of(cfg)
+    # The clock is kept with the row, so a row continued on another machine adds its time.
+    if not resume:  # a fresh sweep starts its clock afresh too
+        (row.path / SPENT_FILE).unlink(missing_ok=True)
+    with time_spent(row.path) as elapsed:
         init_ray(cfg.sweep.ray_address, cfg.sweep.num_cpus)
         budget = prepare_features(cfg)
-        grid, best_params = [], {}
-        if space:
+        search = row.read_search() if resume else None
+        if search is not None:  # e.g. committed by another machine: never searched twice
+            wandb_mode(cfg)
+            log.info(
+                "search: done earlier (%s, %d trials), not run again; best %s",
+                row.path / SEARCH,
+                search["n_trials"],
+                search["best_params"],
+            )
+        elif space:
             grid = run_trials(cfg, space, resume)
             best = grid.get_best_result(metric=cfg.sweep.metric, mode=cfg.sweep.mode, scope="all")
             best_params = {k: best.config[k] for k in space}
             log.info("best trial %s: %s", best.path, best_params)
+            search = search_record(cfg, space, grid, best_params, elapsed())
+            row.write_search(search)
         else:
             wandb_mode(cfg)  # no trials: the results table alone goes to W&B
             log.info("no search space: the configuration as it is, with the final seeds")
-        row = RowFolder.of(cfg)
-        row.path.mkdir(parents=True, exist_ok=True)
-        row.write_best_config(with_params(cfg, best_params))
+            search = search_record(cfg, {}, [], {}, 0.0)
+        best_params = search["best_params"]
+        row.write_best_config(chosen_config(cfg, best_params))
         seeds = final_seeds(cfg, best_params, row, resume)
-        summary = write_row(cfg, space, grid, best_params, seeds, elapsed(), budget)
+        summary = write_row(cfg, search, seeds, elapsed(), budget)
     return SweepResult(cfg, row.path, best_params, seeds, summary)

@@ -234,6 +234,8 @@ def run_seed(
         "machine": machine(),
         "best_epoch": 1,
         "epochs_run": 1,
+        "max_epochs": 1,
+        "stopped_early": False,
         "n_tracks": {p: len(data.parts[p].tracks) for p in PARTS},
         "valid": valid,
         "test": test,

@@ -105,6 +105,10 @@ class Progress:
         self.bad_epochs += 1
         return False
 
+    def out_of_patience(self, patience: int) -> bool:
+        """Early stopping's test: `patience` epochs (> 0) in a row without a better score."""
+        return bool(patience) and self.bad_epochs >= patience
+
 
 @dataclass
 class Training:
@@ -388,7 +392,7 @@ def report_epoch(
 
 def stops_early(train: TrainConfig, progress: Progress) -> bool:
     patience = train.early_stopping_patience
-    if patience and progress.bad_epochs >= patience:
+    if progress.out_of_patience(patience):
         log.info(
             "early stop at epoch %d: no better %s for %d epochs", progress.epoch, METRIC, patience
         )
@@ -430,13 +434,27 @@ def checkpoint_epoch(
     if keep_best:
         with atomic_path(run_dir / CHECKPOINTS / "best.pt") as tmp:
             torch.save({"model": training.model.state_dict(), "epoch": progress.epoch}, tmp)
-    save_checkpoint(run_dir / CHECKPOINTS / "last.pt", training.checkpointed(), progress)
+    save_checkpoint(last_checkpoint(run_dir), training.checkpointed(), progress)
+
+
+def last_checkpoint(run_dir: Path) -> Path:
+    """Where a run keeps what `--resume` needs (weights, optimiser, schedule, random states)."""
+    return run_dir / CHECKPOINTS / "last.pt"
+
+
+def logged_epochs(run_dir: Path) -> int:
+    """The epochs a run folder's train_log.csv records (0: none, or no such folder)."""
+    path = run_dir / TRAIN_LOG
+    if not path.is_file():
+        return 0
+    with open(path, newline="") as fh:
+        return max((int(r["epoch"]) for r in csv.DictReader(fh)), default=0)
 
 
 def resume_from(run_dir: Path, training: Training, fast: FastPath, parallel: Parallel) -> Progress:
     """Where an interrupted run stopped: its last checkpoint restored into `training`, and the
     log cut back to it, since the epochs after it run again. A fresh start without one."""
-    last = run_dir / CHECKPOINTS / "last.pt"
+    last = last_checkpoint(run_dir)
     if not last.exists():
         return Progress()
     progress = load_checkpoint(last, training.checkpointed(), fast.device)
@@ -516,7 +534,13 @@ def fit_torch(
     progress = resume_from(run_dir, training, fast, parallel) if resume else Progress()
     # A sweep trial never tests, so it keeps no best weights.
     progress = run_epochs(loop, progress, report, keep_best=final_eval)
-    info = {**training.model.info, "best_epoch": progress.best_epoch, "epochs_run": progress.epoch}
+    info = {
+        **training.model.info,
+        "best_epoch": progress.best_epoch,
+        "epochs_run": progress.epoch,
+        # Converged: early stopping ended it, rather than the last epoch it was allowed.
+        "stopped_early": progress.out_of_patience(cfg.train.early_stopping_patience),
+    }
     if not parallel.is_main or not final_eval:
         return RunResult(run_dir, trial_metrics(progress, info))
     load_best(training.model, run_dir, fast)
@@ -572,6 +596,7 @@ def fit_sklearn(
         "pretrained": "scratch",
         "best_epoch": 1,
         "epochs_run": 1,
+        "max_epochs": 1,  # one fit is the whole of training, whatever train.epochs says
     }
     if not final_eval:
         return RunResult(run_dir, trial_metrics(progress, info))
@@ -604,6 +629,9 @@ def finish(
         "fast_path": fast.describe() if fast else None,
         "best_epoch": info.get("best_epoch"),
         "epochs_run": info.get("epochs_run"),
+        "max_epochs": info.get("max_epochs", cfg.train.epochs),
+        "early_stopping_patience": cfg.train.early_stopping_patience,
+        "stopped_early": info.get("stopped_early", False),
         "n_tracks": {p: len(t) for p, t in data.parts.items()},
         "valid": evaluate_chunks(classifier, valid_set),
     }
