@@ -2,7 +2,7 @@
 
     python bench/asha_vs_grid.py ablations/e0.yaml [overrides]   # after that row's sweep
 
-The row's sweep (results/<row>/summary.json) ran Optuna + ASHA. This runs the same search — the
+The row's sweep (its search, results/<row>/search.json) ran Optuna + ASHA. This runs the same search — the
 same config, the same seeded Optuna sampler, so the same trial configurations in the same order
 (with fewer trials than TPE's start-up count every proposal is a seeded random draw; the script
 checks that the configurations match) — with ASHA's grace period set to the last epoch, so no
@@ -281,7 +281,15 @@ def main() -> int:
     cfg, space = load_sweep(args.ablation, args.overrides)
     row = cfg.experiment.name
     results = Path(cfg.sweep.results_dir)
-    asha = read_json(results / row / "summary.json", f"run the row's sweep first: {args.ablation}")
+    # The row's search: search.json as soon as it has ended (summary.json once the row is done,
+    # for rows from before search.json); the budget from either.
+    stored = results / row / "search.json"
+    asha = read_json(
+        stored if stored.is_file() else results / row / "summary.json",
+        f"run the row's sweep first: {args.ablation}",
+    )
+    if "budget" not in asha:
+        asha["budget"] = read_json(results / row / "summary.json", "let the row finish")["budget"]
     if args.replay_only:
         result = read_json(results / "asha_vs_grid.json", "run this without --replay-only first")
     else:

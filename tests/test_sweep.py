@@ -530,3 +530,32 @@ def test_a_row_goes_on_from_its_committed_pieces(
     err = capfd.readouterr().err
     assert "seed 1" in err and "seed 2" in err and "val macro-F1" in err
     assert "seed 0:" not in err.replace("seed 0: finished", "")
+
+
+def test_a_quick_look_is_small_and_kept_apart(synth_dataset: Path, tmp_path: Path):
+    from mgc.report.table import row_line
+    from mgc.run.sweep import load_sweep
+
+    overrides = [
+        f"data.root={synth_dataset}",
+        f"sweep.results_dir={tmp_path / 'results'}",
+        f"sweep.storage_path={tmp_path / 'ray_results'}",
+    ]
+    full, _ = load_sweep(REPO / "ablations" / "e0.yaml", overrides)
+    quick, _ = load_sweep(REPO / "ablations" / "e0.yaml", [*overrides, "sweep.budget=quick"])
+    # The row's default is its full budget; the switch makes it minutes.
+    assert full.sweep.budget == "full" and full.sweep.final.epochs == 60
+    assert (quick.sweep.num_samples, quick.train.epochs, quick.sweep.final.epochs) == (4, 2, 3)
+    assert quick.sweep.final.windows_per_track == 2 and quick.sweep.final_seeds == [0, 1, 2]
+    # Its row and its search live beside the full ones, never in them.
+    assert Path(quick.sweep.results_dir) == tmp_path / "results" / "quick"
+    assert Path(quick.sweep.storage_path) == tmp_path / "ray_results" / "quick"
+    summary = {
+        "experiment": "E0",
+        "split": "stratified",
+        "seeds": [0],
+        "budget_name": "quick",
+        "test_track_accuracy_mean": 0.5,
+        "test_track_macro_f1_mean": 0.4,
+    }
+    assert row_line(summary).startswith("E0 (quick look, not for the table) (stratified split")

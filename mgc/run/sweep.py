@@ -367,14 +367,15 @@ def prune_trials(grid) -> int:
 
 
 def search_record(
-    cfg: Config, space: dict, grid, best_params: dict[str, Any], seconds: float
+    cfg: Config, space: dict, grid, best_params: dict[str, Any], seconds: float, budget: Budget
 ) -> dict[str, Any]:
     """The search's outcome as the row keeps it (`search.json`, then summary.json): the chosen
-    parameters and every trial, failed ones with their error."""
+    parameters, the budget it ran under and every trial, failed ones with their error."""
     from mgc.core.device import machine
 
     return {
         "best_params": best_params,
+        "budget": budget.to_dict(),
         "n_trials": len(grid),
         # Every epoch any trial ran, failed ones included: ASHA's saving against the full grid.
         "trial_epochs_run": sum(int((r.metrics or {}).get("training_iteration", 0)) for r in grid),
@@ -453,12 +454,12 @@ def run_sweep(
             best = grid.get_best_result(metric=cfg.sweep.metric, mode=cfg.sweep.mode, scope="all")
             best_params = {k: best.config[k] for k in space}
             log.info("best trial %s: %s", best.path, best_params)
-            search = search_record(cfg, space, grid, best_params, elapsed())
+            search = search_record(cfg, space, grid, best_params, elapsed(), budget)
             row.write_search(search)
         else:
             wandb_mode(cfg)  # no trials: the results table alone goes to W&B
             log.info("no search space: the configuration as it is, with the final seeds")
-            search = search_record(cfg, {}, [], {}, 0.0)
+            search = search_record(cfg, {}, [], {}, 0.0, budget)
         best_params = search["best_params"]
         row.write_best_config(chosen_config(cfg, best_params))
         seeds = final_seeds(cfg, best_params, row, resume)
