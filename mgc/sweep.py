@@ -12,7 +12,6 @@ import shlex
 from pathlib import Path
 
 from mgc.core.cli import run_command
-from mgc.report.table import row_line, write_tables
 from mgc.run.sweep import SweepResult, run_sweep
 from mgc.run.tracking import wandb_table
 
@@ -21,6 +20,8 @@ def sweep(
     ablation: str | Path, overrides: list[str] | None = None, resume: bool = False
 ) -> SweepResult:
     """The row, then every table rebuilt with it; the table also goes to W&B."""
+    from mgc.report.table import write_tables  # pandas: after the config and data checks
+
     result = run_sweep(ablation, overrides, resume)
     wandb_table(result.cfg, write_tables(result.experiment_dir.parent))
     return result
@@ -43,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     overrides = list(args.overrides) + (["sweep.wandb.enabled=false"] if args.no_wandb else [])
 
     def body() -> int:
+        from mgc.report.table import row_line
+
         result = sweep(args.ablation, overrides, resume=args.resume)
         s = result.summary
         print(f"{row_line(s)}; {s['n_trials']} trials in {s['sweep_seconds'] / 60:.1f} min")

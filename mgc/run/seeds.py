@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mgc.core.config import Config, with_params
-from mgc.results.rows import RowFolder
+
+if TYPE_CHECKING:  # pandas and matplotlib come with it: loaded once a row is written
+    from mgc.results.rows import RowFolder
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,9 @@
-"""`python -m mgc.sweep ABLATION.yaml [overrides]`: Ray Tune + Optuna + ASHA, final seeds, the table.
+"""A row of the table: Ray Tune + Optuna + ASHA over the row's search space, then its final seeds.
 
-Thin wiring around `mgc.run.train.fit`: preprocessing through Ray Data (cached), a Tuner whose trials
-each run `fit` and report every epoch, then the best configuration (by validation macro-F1)
-trained again with several seeds and evaluated once on test; the row goes to results/.
+Thin wiring around `mgc.run.train.fit`: preprocessing through Ray Data (cached), a Tuner whose
+trials each run `fit` at low fidelity and report every epoch, then the best configuration (by
+validation macro-F1) trained at the full budget with several seeds (`mgc.run.seeds`) and tested
+once; the row goes to results/<experiment>/ (`mgc.results.rows`).
 """
 
 from __future__ import annotations
@@ -21,8 +22,6 @@ from mgc.core.search_space import read_search_space
 from mgc.data.datasets import DatasetError, discover
 from mgc.data.gtzan import ensure_dataset
 from mgc.data.splits import resolve_split
-from mgc.results.rows import SEARCH, RowFolder, summarise
-from mgc.run.seeds import chosen_config, final_seeds
 from mgc.run.tracking import wandb_callbacks, wandb_mode
 
 # torch, pandas and matplotlib come in with the modules that need them (inside the functions
@@ -403,6 +402,7 @@ def write_row(
     import ray
 
     from mgc.core.device import machine
+    from mgc.results.rows import RowFolder, summarise
 
     summary = summarise(cfg, search["best_params"], seeds, search["n_trials"], seconds)
     summary["budget"] = budget.to_dict()
@@ -430,7 +430,9 @@ def run_sweep(
 ) -> SweepResult:
     """Preprocessing, the search, the final seeds and the row in results/<experiment>/.
     The tables over every row are the report's (`python -m mgc.sweep` rebuilds them after)."""
+    from mgc.results.rows import SEARCH, RowFolder
     from mgc.run.budget import SPENT_FILE, time_spent
+    from mgc.run.seeds import chosen_config, final_seeds
 
     cfg, space = load_sweep(ablation, overrides)
     row = RowFolder.of(cfg)
