@@ -2,7 +2,7 @@
 tested once.
 
 Each seed is a Ray task with a trial's resources, so seeds run in parallel where they fit (and on
-any node of a cluster). Each reports its epochs through a Ray queue, which the driver shows as one
+any node of a cluster). Each leaves its epochs with a small actor, which the driver shows as one
 progress bar per seed. A seed's run folder is `results/<experiment>/seed_<n>/` (`RowFolder`); a
 finished one (its metrics.json) is never run again, so a row carried to another machine by its
 committed folders goes on with the seeds it lacks.
@@ -11,6 +11,7 @@ committed folders goes on with the seeds it lacks.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,15 +31,18 @@ def chosen_config(cfg: Config, params: dict[str, Any]) -> Config:
     return with_params(cfg, {**params, **final_overrides(cfg)})
 
 
-def train_seed(cfg: Config, seed: int, run_dir: str, queue: Any = None) -> dict[str, Any]:
-    """One final seed (cfg from `chosen_config` with its seed): `fit`, then the test scores. Each epoch goes to
-    `queue` for the driver's progress bars. resume=True: a seed stopped mid-run on this machine
-    (Ctrl-C, a crash) goes on from its last checkpoint."""
+def train_seed(cfg: Config, seed: int, run_dir: str, sink: Any = None) -> dict[str, Any]:
+    """One final seed (cfg from `chosen_config` with its seed): `fit`, then the test scores.
+    Each epoch goes to `sink` (a `ProgressSink` actor) for the driver's progress bars.
+    resume=True: a seed stopped mid-run on this machine (Ctrl-C, a crash) goes on from its last
+    checkpoint."""
     from mgc.run.train import fit
 
     def report(metrics: dict[str, Any], _checkpoint_dir: Path) -> None:
-        if queue is not None:
-            queue.put_nowait(
+        if sink is not None:
+            # Sent, never waited for: a task blocked in ray.get hands its CPU back to Ray, which
+            # would then start one more seed than there are CPUs.
+            sink.add.remote(
                 {
                     "seed": seed,
                     "epoch": metrics["epoch"],
@@ -48,6 +52,20 @@ def train_seed(cfg: Config, seed: int, run_dir: str, queue: Any = None) -> dict[
             )
 
     return fit(cfg, report=report, run_dir=run_dir, resume=True).metrics
+
+
+class ProgressSink:
+    """A Ray actor (no CPU) where the seeds leave their epochs until the driver collects them."""
+
+    def __init__(self) -> None:
+        self.items: list[dict[str, Any]] = []
+
+    def add(self, item: dict[str, Any]) -> None:
+        self.items.append(item)
+
+    def drain(self) -> list[dict[str, Any]]:
+        items, self.items = self.items, []
+        return items
 
 
 class SeedProgress:
@@ -95,21 +113,26 @@ class SeedProgress:
             bar.close()
 
 
-def run_seeds(cfgs: dict[int, Config], dirs: dict[int, Path], starts: dict[int, int]) -> dict:
-    """Train every seed of `cfgs` as a Ray task, with progress; their metrics by seed."""
+def run_seeds(
+    cfgs: dict[int, Config],
+    dirs: dict[int, Path],
+    starts: dict[int, int],
+    train: Callable[..., dict[str, Any]] = train_seed,
+) -> dict[int, dict[str, Any]]:
+    """Train every seed of `cfgs` as a Ray task running `train` (with `train_seed`'s
+    arguments), with progress; their metrics by seed."""
     import ray
-    from ray.util.queue import Queue
 
     res = next(iter(cfgs.values())).sweep.resources
     task = ray.remote(
         num_cpus=res.cpus_per_trial,
         num_gpus=res.gpus_per_trial,
         max_retries=next(iter(cfgs.values())).sweep.max_failures,
-    )(train_seed)
-    # The queue's actor takes no CPU, so it starts even while the seeds hold every one.
-    queue = Queue(actor_options={"num_cpus": 0})
+    )(train)
+    # No CPU for the sink: it starts even while the seeds hold every CPU.
+    sink = ray.remote(num_cpus=0)(ProgressSink).remote()
     refs = {
-        task.remote(cfg, seed, str(dirs[seed].resolve()), queue): seed for seed, cfg in cfgs.items()
+        task.remote(cfg, seed, str(dirs[seed].resolve()), sink): seed for seed, cfg in cfgs.items()
     }
     progress = SeedProgress(starts, max(c.train.epochs for c in cfgs.values()))
     results: dict[int, dict[str, Any]] = {}
@@ -117,14 +140,14 @@ def run_seeds(cfgs: dict[int, Config], dirs: dict[int, Path], starts: dict[int, 
     try:
         while pending:
             done, pending = ray.wait(pending, timeout=1.0)
-            for item in queue.get_nowait_batch(queue.qsize()):
+            for item in ray.get(sink.drain.remote()):
                 progress.epoch(item)
             for ref in done:
                 results[refs[ref]] = ray.get(ref)
                 progress.done(refs[ref], results[refs[ref]])
     finally:
         progress.close()
-        queue.shutdown()
+        ray.kill(sink)
     return results
 
 

@@ -1,0 +1,117 @@
+"""mgc.run.seeds: the final seeds' configuration, their progress, and that a seed never waits on Ray."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from mgc.core.config import load_config
+from mgc.run.seeds import ProgressSink, SeedProgress, chosen_config, train_seed
+
+
+def test_the_chosen_configuration_is_trained_at_the_full_budget():
+    cfg = load_config(
+        None,
+        [
+            "train.epochs=12",
+            "train.windows_per_track=2",
+            "sweep.final.epochs=60",
+            "sweep.final.windows_per_track=0",
+            "sweep.final.early_stopping_patience=10",
+        ],
+    )
+    chosen = chosen_config(cfg, {"train.lr": 3e-4})
+    assert chosen.train.lr == 3e-4
+    assert (chosen.train.epochs, chosen.train.windows_per_track) == (60, 0)
+    assert chosen.train.early_stopping_patience == 10
+    # Unset parts of the final budget keep what the trials had.
+    kept = chosen_config(load_config(None, ["train.epochs=7", "sweep.final.epochs=null"]), {})
+    assert kept.train.epochs == 7
+
+
+def test_a_seed_reports_its_epochs_without_waiting_on_ray(monkeypatch, tmp_path: Path):
+    """A Ray task blocked in ray.get gives its CPU back, and Ray then starts one more seed than
+    there are CPUs (seen: 3 seeds on 2 CPUs). The seed's reports are sent, never awaited."""
+    import ray
+
+    sent = []
+    sink = SimpleNamespace(add=SimpleNamespace(remote=sent.append))
+
+    def fake_fit(cfg, report, run_dir, resume):
+        for epoch, score in ((1, 0.5), (2, 0.6)):
+            report({"epoch": epoch, "val_macro_f1": score, "best_val_macro_f1": score}, tmp_path)
+        return SimpleNamespace(metrics={"seed": cfg})
+
+    def no_get(*args, **kwargs):
+        raise AssertionError("a seed waited on Ray")
+
+    monkeypatch.setattr("mgc.run.train.fit", fake_fit)
+    monkeypatch.setattr(ray, "get", no_get)
+    assert train_seed("cfg", 4, str(tmp_path), sink) == {"seed": "cfg"}
+    assert sent == [
+        {"seed": 4, "epoch": 1, "val_macro_f1": 0.5, "best": 0.5},
+        {"seed": 4, "epoch": 2, "val_macro_f1": 0.6, "best": 0.6},
+    ]
+
+
+def test_the_sink_hands_each_epoch_over_once():
+    sink = ProgressSink()
+    sink.add({"seed": 0, "epoch": 1})
+    sink.add({"seed": 1, "epoch": 1})
+    assert [i["seed"] for i in sink.drain()] == [0, 1]
+    assert sink.drain() == []
+
+
+def test_progress_shows_epochs_best_and_how_a_seed_ended(capsys):
+    progress = SeedProgress({0: 0, 1: 5}, max_epochs=60)
+    progress.epoch({"seed": 0, "epoch": 1, "val_macro_f1": 0.61, "best": 0.61})
+    progress.epoch({"seed": 0, "epoch": 2, "val_macro_f1": 0.58, "best": 0.61})
+    progress.epoch({"seed": 1, "epoch": 6, "val_macro_f1": 0.70, "best": 0.70})
+    assert progress.bars[0].n == 2 and progress.bars[1].n == 6
+    metrics = {
+        "stopped_early": True,
+        "epochs_run": 31,
+        "best_epoch": 21,
+        "test": {"track_macro_f1": 0.8123},
+    }
+    progress.done(0, metrics)
+    progress.close()
+    err = capsys.readouterr().err
+    assert "seed 0" in err and "2/60" in err and "val macro-F1 0.580, best 0.610 (epoch 1)" in err
+    assert "seed 1" in err and "6/60" in err  # a resumed seed starts at its epoch
+    assert "early stop at 31, best epoch 21, test macro-F1 0.812" in err
+
+
+@pytest.mark.slow
+def test_seeds_never_outnumber_the_cpus(ray_local, tmp_path: Path, monkeypatch):
+    """Three seeds on Ray's 2 CPUs, each reporting every epoch as `train_seed` does: never more
+    than two run at once, and their epochs reach the driver's progress."""
+    from mgc.run import seeds
+
+    marks = tmp_path / "marks"
+    marks.mkdir()
+
+    def busy_seed(cfg, seed, run_dir, sink):
+        import time
+
+        (marks / str(seed)).write_text("running")
+        for epoch in range(1, 6):
+            time.sleep(0.3)
+            running = sum(m.read_text() == "running" for m in marks.iterdir())
+            sink.add.remote({"seed": seed, "epoch": epoch, "val_macro_f1": running, "best": 0})
+        (marks / str(seed)).write_text("done")
+        return {"epochs_run": 5, "best_epoch": 5, "test": {"track_macro_f1": 0.5}}
+
+    cfg = load_config(None, ["sweep.resources.cpus_per_trial=1", "train.epochs=5"])
+    dirs = {s: tmp_path / f"seed_{s}" for s in (0, 1, 2)}
+    seen = []
+    monkeypatch.setattr(SeedProgress, "epoch", lambda self, item: seen.append(item))
+    results = seeds.run_seeds({s: cfg for s in dirs}, dirs, {s: 0 for s in dirs}, busy_seed)
+    assert sorted(results) == [0, 1, 2]
+    assert max(i["val_macro_f1"] for i in seen) <= 2
+    # Each seed's epochs in order (the very last may come after its seed has ended).
+    for s in (0, 1, 2):
+        epochs = [i["epoch"] for i in seen if i["seed"] == s]
+        assert epochs == list(range(1, len(epochs) + 1)) and len(epochs) >= 4
