@@ -1,6 +1,7 @@
 import csv
 import gc
 import json
+import signal
 from pathlib import Path
 
 import pytest
@@ -50,8 +51,11 @@ def test_sweep_end_to_end_fills_the_table(
     prepare(load_config(REPO / "ablations" / "e0.yaml", overrides), use_ray=False)
     shared = [tmp_path / "cache", synth_dataset]
     before = [snapshot(folder) for folder in shared]
+    ctrl_c = signal.getsignal(signal.SIGINT)
     result = sweep(REPO / "ablations" / "e0.yaml", overrides)
     assert [snapshot(folder) for folder in shared] == before
+    # Tune's own Ctrl-C handler is gone once the search has ended: one Ctrl-C stops the seeds.
+    assert signal.getsignal(signal.SIGINT) is ctrl_c
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "cache",
         "ds",
@@ -182,7 +186,7 @@ def install():
     def flaky_fit(cfg, report=None, **kwargs):
         if (flags / "fail-always").exists():
             raise RuntimeError("injected failure")
-        if report is None:
+        if report is None or kwargs.get("final_eval", True):  # a final seed, not a trial
             return real_fit(cfg, report=report, **kwargs)
 
         def logged_report(metrics, ckpt_dir):
@@ -236,6 +240,7 @@ def test_failed_trial_is_retried_from_its_checkpoint(
     overrides = smoke_overrides(synth_dataset, tmp_path) + [
         "train.epochs=2",
         "sweep.final.epochs=2",
+        "sweep.grace_period=2",  # ASHA stops nothing: both trials must reach epoch 2
         "sweep.max_failures=1",
         "sweep.final_seeds=[0]",
         "sweep.wandb.enabled=off",

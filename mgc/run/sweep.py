@@ -326,10 +326,14 @@ def run_trials(cfg: Config, space: dict[str, dict[str, list]], resume: bool):
     tuner = make_tuner(cfg, space, resume, callbacks)
     # Tune saves the experiment and stops cleanly on SIGINT only; SIGTERM goes the same way.
     previous = signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+    # Tune (2.60) leaves its own SIGINT handler behind after a search that ended by itself, and
+    # that handler swallows the next Ctrl-C: the final seeds would then need two.
+    previous_int = signal.getsignal(signal.SIGINT)
     try:
         grid = tuner.fit()
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
     # Ray's W&B callback cleans up in __del__, which fails at interpreter exit once Ray's module
     # is gone; let it run now, while Ray is up.
     del tuner
