@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import tone, write_audio
+from signals import default_sigint
 
 from mgc.core.config import load_config
 from mgc.data.cache import FeatureStore
@@ -99,7 +100,12 @@ def test_prepare_stopped_by_a_signal_says_how_to_continue(tmp_path: Path, sig, r
     cmd = [sys.executable, "-m", "mgc.prepare", f"data.root={root}", f"cache.dir={cache}"]
     cmd += [] if ray else ["--no-ray"]
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=default_sigint,
     )
     try:
         wait_until(lambda: any(cache.rglob("*.npy")), proc, "a first array")

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from conftest import tone, write_audio
+from signals import default_sigint
 
 REPO = Path(__file__).resolve().parents[1]
 NUM_SAMPLES = 3
@@ -60,6 +61,7 @@ def start(args: list[str], cwd: Path, resume: bool = False) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,  # its own process group: Ray's processes go with it at the end
+        preexec_fn=default_sigint,
     )
 
 

@@ -4,6 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from signals import default_sigint
 
 from mgc.core.config import load_config
 from mgc.core.device import CPU_FP32, choose_fast_path, cpu_has_bf16
@@ -230,7 +231,9 @@ def test_cli_stopped_by_a_signal_says_how_to_resume_and_resumes(
         "--run-dir",
         str(run_dir),
     ]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint
+    )
     last = run_dir / "checkpoints" / "last.pt"
     deadline = time.monotonic() + 300
     while not last.exists() and time.monotonic() < deadline and proc.poll() is None:
