@@ -536,6 +536,32 @@ def test_a_row_goes_on_from_its_committed_pieces(
     assert "seed 1" in err and "seed 2" in err and "val macro-F1" in err
     assert "seed 0:" not in err.replace("seed 0: finished", "")
 
+    # A check at twice the budget trains the very same configuration, with no search of its own.
+    with caplog.at_level(logging.INFO, logger="mgc"):
+        twice = sweep(
+            ablation,
+            [*overrides, "experiment.name=E0-2x", "sweep.reuse_search=E0", "sweep.final.epochs=4"],
+        )
+    assert twice.best_params == first.best_params
+    assert (
+        twice.summary["search_reused_from"] == "E0" and twice.summary["budget"]["num_samples"] == 0
+    )
+    assert "search: E0's" in caplog.text
+    table = (tmp_path / "results" / "table.md").read_text()
+    assert "E0's search" in table
+
+
+def test_a_reused_search_must_exist(synth_dataset: Path, tmp_path: Path):
+    from mgc.run.sweep import load_sweep
+
+    overrides = [
+        f"data.root={synth_dataset}",
+        f"sweep.results_dir={tmp_path / 'results'}",
+        "sweep.reuse_search=E9",
+    ]
+    with pytest.raises(ConfigError, match=r"sweep.reuse_search=E9: .*E9/search.json not found"):
+        load_sweep(REPO / "ablations" / "e0.yaml", overrides)
+
 
 def test_a_quick_look_is_small_and_kept_apart(synth_dataset: Path, tmp_path: Path):
     from mgc.report.table import row_line

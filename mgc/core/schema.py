@@ -132,6 +132,10 @@ class SweepConfig:
     # seeds), written under <results_dir>/quick/ and marked, never in the main table.
     budget: Literal["full", "quick"] = "full"
     search_space: str | None = None
+    # Another row's name: train this row's final seeds on that row's stored search
+    # (results/<row>/search.json) instead of searching again, e.g. to check a row's result at
+    # twice the budget with the very same configuration.
+    reuse_search: str | None = None
     num_samples: int = 16
     max_concurrent: int = 0
     metric: str = "val_macro_f1"

@@ -99,6 +99,8 @@ def _cost(s: dict[str, Any]) -> dict[str, str]:
     )
     if s.get("failed_trials"):  # trials that ended in an error after their retries
         spent += f" ({s['failed_trials']} failed)"
+    if s.get("search_reused_from"):  # another row's search: its cost is counted there
+        spent = f"{s['search_reused_from']}'s search"
     hours = f"{s['sweep_seconds'] / 3600:.2f} ({s['cpu_hours']:.2f})" if "cpu_hours" in s else "–"
     return {"Trial-epochs run / grid": spent, "Wall h (CPU h)": hours}
 

@@ -28,6 +28,7 @@ from mgc.run.tracking import wandb_callbacks, wandb_mode
 # below), so that a bad config or a missing dataset is reported in well under two seconds,
 # before any of them loads and before Ray starts.
 if TYPE_CHECKING:
+    from mgc.results.rows import RowFolder
     from mgc.run.budget import Budget
 
 log = logging.getLogger(__name__)
@@ -202,12 +203,18 @@ def load_sweep(
         space = read_search_space(resolve_relative(cfg.sweep.search_space, ablation))
     check_space(cfg, space)
     check_data(cfg)
+    reused = Path(cfg.sweep.results_dir) / str(cfg.sweep.reuse_search) / "search.json"
+    if cfg.sweep.reuse_search and not reused.is_file():
+        raise ConfigError(
+            f"sweep.reuse_search={cfg.sweep.reuse_search}: {reused} not found; run that row's "
+            "sweep first"
+        )
     fixed: dict[str, Any] = {
         "train.threads": max(1, int(cfg.sweep.resources.cpus_per_trial)),
         "data.root": str(Path(cfg.data.root).resolve()),
         "data.extra_train_roots": [str(Path(p).resolve()) for p in cfg.data.extra_train_roots],
     }
-    if not space:
+    if not space or cfg.sweep.reuse_search:
         fixed["sweep.num_samples"] = 0  # so the budget and the table count no trials
     if "://" not in cfg.cache.dir:
         fixed["cache.dir"] = str(Path(cfg.cache.dir).resolve())
@@ -398,6 +405,25 @@ def search_record(
     }
 
 
+def reused_search(cfg: Config, row: RowFolder) -> dict[str, Any]:
+    """`sweep.reuse_search`: the named row's stored search (checked by `load_sweep`), kept as
+    this row's own and marked as another's."""
+    from mgc.results.rows import SEARCH, RowFolder
+
+    source = RowFolder(Path(cfg.sweep.results_dir) / str(cfg.sweep.reuse_search))
+    search = source.read_search() or {}
+    wandb_mode(cfg)
+    log.info(
+        "search: %s's (%s), not run again; best %s",
+        cfg.sweep.reuse_search,
+        source.path / SEARCH,
+        search["best_params"],
+    )
+    search = {**search, "reused_from": cfg.sweep.reuse_search}
+    row.write_search(search)
+    return search
+
+
 def write_row(
     cfg: Config, search: dict[str, Any], seeds: list[dict], seconds: float, budget: Budget
 ) -> dict[str, Any]:
@@ -420,6 +446,8 @@ def write_row(
     summary["cpu_hours"] = seconds * cpus / 3600
     summary["gpu_hours"] = seconds * gpus / 3600
     summary["trials"] = search["trials"]
+    if search.get("reused_from"):
+        summary["search_reused_from"] = search["reused_from"]
     RowFolder.of(cfg).write(summary, seeds)
     return summary
 
@@ -447,7 +475,9 @@ def run_sweep(
         init_ray(cfg.sweep.ray_address, cfg.sweep.num_cpus)
         budget = prepare_features(cfg)
         search = row.read_search() if resume else None
-        if search is not None:  # e.g. committed by another machine: never searched twice
+        if search is None and cfg.sweep.reuse_search:
+            search = reused_search(cfg, row)
+        elif search is not None:  # e.g. committed by another machine: never searched twice
             wandb_mode(cfg)
             log.info(
                 "search: done earlier (%s, %d trials), not run again; best %s",
