@@ -265,8 +265,7 @@ def per_clip(
         "onnx_parity_max_abs": exported.parity,
         "onnx_opset": exported.opset,
         "clip_seconds": statistics.median(
-            len(mgc.frontend.decode(p)) / mgc.bundle.features.sample_rate
-            for p in clips[:10]
+            len(mgc.frontend.decode(p)) / mgc.bundle.features.sample_rate for p in clips[:10]
         ),
     }
     return runners, setup
