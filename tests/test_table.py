@@ -333,3 +333,18 @@ def test_a_row_naming_its_base_is_compared_with_it(tmp_path: Path) -> None:
     ]  # fmt: skip
     against = [cell.rsplit(" vs ", 1)[-1] for cell in table["ΔF1 [95% CI] vs"]]
     assert against == ["–", "E3", "E4", "E3", "–", "E3-ff", "E3-ff", "E3-ff"]
+
+
+def test_a_broken_search_record_is_one_line_naming_it(tmp_path: Path) -> None:
+    from mgc.core.errors import UserError
+    from mgc.results.rows import RowFolder
+
+    row = RowFolder(tmp_path / "E0")
+    assert row.read_search() is None  # no search yet: the row searches
+    (tmp_path / "E0").mkdir()
+    (tmp_path / "E0" / "search.json").write_text('{"best_params": ')
+    with pytest.raises(UserError, match=r"E0/search.json: not valid JSON .*move it aside"):
+        row.read_search()
+    (tmp_path / "E0" / "search.json").write_text("[1, 2]")
+    with pytest.raises(UserError, match="not a search outcome"):
+        row.read_search()

@@ -21,6 +21,7 @@ import pandas as pd
 import yaml
 
 from mgc.core.config import Config, to_dict
+from mgc.core.errors import UserError
 from mgc.core.fsio import atomic_write
 from mgc.results.artifacts import write_json
 
@@ -100,9 +101,12 @@ class RowFolder:
         try:
             search = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
-        if "best_params" not in search:
-            raise ValueError(f"{path}: not a search outcome (no 'best_params' key)")
+            raise UserError(
+                f"{path}: not valid JSON ({exc.msg}, line {exc.lineno}); restore it from git or "
+                "move it aside to search again"
+            ) from None
+        if not isinstance(search, dict) or "best_params" not in search:
+            raise UserError(f"{path}: not a search outcome (no 'best_params' key)")
         return search
 
     def write_best_config(self, cfg: Config, comment: str = "") -> Path:
