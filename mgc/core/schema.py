@@ -33,6 +33,10 @@ class FeatureConfig:
     f_min: float = 0.0
     f_max: float | None = None
     top_db: float | None = 80.0  # dB floor below each track's peak; null disables it
+    # How mel power is compressed. "db": 10·log10 with the top_db floor (librosa.power_to_db).
+    # "log10_10000": log10(10000·power + 1), musicnn's input (top_db unused); see MUSICNN_FEATURES
+    # in mgc.models.musicnn for the whole front end its pretrained weights expect.
+    scale: Literal["db", "log10_10000"] = "db"
 
 
 @dataclass

@@ -31,8 +31,16 @@ from mgc.core.fsio import atomic_write
 FEATURE_VERSION = 2  # 2: resampling by soxr (streams the same as whole files), was torchaudio
 
 
+# FeatureConfig fields added after caches were made, with the value they had implicitly before:
+# left out of the key at that value, so existing caches keep their keys; any other value is in it.
+_ADDED_LATER = {"scale": "db"}
+
+
 def feature_key(cfg: FeatureConfig) -> str:
-    payload = json.dumps({"v": FEATURE_VERSION, **dataclasses.asdict(cfg)}, sort_keys=True)
+    params = {
+        k: v for k, v in dataclasses.asdict(cfg).items() if _ADDED_LATER.get(k, object()) != v
+    }
+    payload = json.dumps({"v": FEATURE_VERSION, **params}, sort_keys=True)
     return hashlib.sha1(payload.encode()).hexdigest()[:12]
 
 

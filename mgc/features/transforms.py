@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -15,11 +16,19 @@ from mgc.core.config import ChunkConfig, FeatureConfig, SpecAugmentConfig
 
 
 class LogMel(nn.Module):
-    """Waveform (..., samples) → log-mel in dB (..., n_mels, frames).
+    """Waveform (..., samples) → log-mel (..., n_mels, frames), in dB or musicnn's log10 scale.
 
     Matches librosa.power_to_db(librosa.feature.melspectrogram(y, sr)) with librosa's defaults:
     centred frames with zero padding, periodic Hann window, power 2, Slaney mel scale with Slaney
     area normalisation, 10·log10 with amin 1e-10 and a top_db floor taken per example.
+
+    `scale="log10_10000"` compresses the same mel power as log10(10000·power + 1) instead, as
+    musicnn does (its `extractor.batch_data`), with no floor (`top_db` is unused). musicnn casts
+    the power to float16 first, so 10000·power overflows to inf wherever the power exceeds 6.55
+    (loud low bands), and its network then returns NaN for the whole 3 s patch (TensorFlow's
+    Eigen kernels) or finite but wrong tags (its oneDNN kernels). Here it stays float32: finite
+    everywhere, and elsewhere within float16's rounding (≤ ~2e-3) of musicnn's values
+    (tests/test_musicnn.py).
 
     On the CPU the spectrogram is taken `block_frames` frames at a time, each block carried from
     STFT to mel bands before the next, so its buffers stay in a core's cache; the frames are the
@@ -36,10 +45,14 @@ class LogMel(nn.Module):
         f_max: float | None = None,
         top_db: float | None = 80.0,
         block_frames: int = 128,
+        scale: Literal["db", "log10_10000"] = "db",
     ):
         super().__init__()
+        if scale not in ("db", "log10_10000"):
+            raise ValueError(f"LogMel: unknown scale {scale!r}")
         self.n_mels = n_mels
         self.top_db = top_db
+        self.scale = scale
         self.block_frames = block_frames
         # Centring is done once on the whole waveform (forward), so each block is a plain
         # uncentred STFT of its own stretch of samples. power=None returns the complex STFT;
@@ -68,7 +81,14 @@ class LogMel(nn.Module):
     @classmethod
     def from_config(cls, cfg: FeatureConfig) -> LogMel:
         return cls(
-            cfg.sample_rate, cfg.n_fft, cfg.hop_length, cfg.n_mels, cfg.f_min, cfg.f_max, cfg.top_db
+            cfg.sample_rate,
+            cfg.n_fft,
+            cfg.hop_length,
+            cfg.n_mels,
+            cfg.f_min,
+            cfg.f_max,
+            cfg.top_db,
+            scale=cfg.scale,
         )
 
     def _mel_power(self, segment: torch.Tensor) -> torch.Tensor:
@@ -97,6 +117,12 @@ class LogMel(nn.Module):
             stop = min(start + step, n_frames)
             segment = padded[:, start * hop : (stop - 1) * hop + n_fft]
             mel[:, :, start:stop] = self._mel_power(segment)
+        if self.scale == "log10_10000":
+            return (
+                torch.log10(mel.mul_(10000.0).add_(1.0))
+                .permute(1, 0, 2)
+                .reshape(*lead, self.n_mels, n_frames)
+            )
         # amplitude_to_DB takes its top_db floor per item of dim 0 when given (N, 1, F, T).
         db = AF.amplitude_to_DB(
             mel.permute(1, 0, 2).unsqueeze(1),
