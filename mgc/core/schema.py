@@ -61,7 +61,10 @@ class ModelConfig:
     name: str = "cnn4"
     dropout: float = 0.3
     width: int = 32
-    pretrained: str | None = None  # torchvision models: ImageNet weights path or "download"
+    # torchvision models: ImageNet weights path or "download"; musicnn: "msd" or "mtt" (its
+    # Million Song Dataset or MagnaTagATune tagging weights, bundled); null: random init.
+    pretrained: str | None = None
+    freeze: bool = False  # musicnn: train the new head only, the pretrained trunk stays fixed
 
 
 @dataclass

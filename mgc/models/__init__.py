@@ -23,6 +23,7 @@ from mgc.models.baseline import (
 )
 from mgc.models.cnn import VGG5, DeepCNN, PlainCNN, SmallCNN
 from mgc.models.crnn import CRNN
+from mgc.models.musicnn import MusicnnClassifier
 from mgc.models.torchvision_models import build_torchvision
 
 log = logging.getLogger(__name__)
@@ -45,10 +46,14 @@ MODELS: dict[str, Callable[..., Any]] = {
         "efficientnet_b0", n_classes, cfg.dropout, cfg.pretrained
     ),
     "crnn": lambda cfg, n_classes, n_mels: CRNN(n_classes, cfg.width, dropout=cfg.dropout),
+    "musicnn": lambda cfg, n_classes, n_mels: MusicnnClassifier(
+        n_classes, n_mels, cfg.dropout, cfg.pretrained, cfg.freeze
+    ),
 }
 
 _SKLEARN = frozenset({"logreg"})
-_TAKES_PRETRAINED = frozenset({"resnet18", "efficientnet_b0"})
+_TAKES_PRETRAINED = frozenset({"resnet18", "efficientnet_b0", "musicnn"})
+_TAKES_FREEZE = frozenset({"musicnn"})
 
 __all__ = [
     "MODELS",
@@ -104,6 +109,8 @@ def build_model(cfg: ModelConfig, n_classes: int, n_mels: int = 128) -> nn.Modul
             cfg.name,
             ", ".join(sorted(_TAKES_PRETRAINED)),
         )
+    if cfg.freeze and cfg.name not in _TAKES_FREEZE:
+        log.warning("model.freeze ignored: %s has no pretrained trunk to freeze", cfg.name)
     model = MODELS[cfg.name](cfg, n_classes, n_mels)
     extra = getattr(model, "info", {})
     model.info = {

@@ -1,0 +1,295 @@
+"""musicnn (Pons & Serra, 2019) in PyTorch: the network of the `musicnn` 0.1.0 package, its
+pretrained MSD and MTT tagging weights (converted from its TensorFlow checkpoints, see
+mgc/bundled/musicnn/PROVENANCE.md), and a genre classifier built on it.
+
+Input: log-compressed mel patches, (batch, frames, 96) as musicnn feeds them: audio at 16 kHz,
+n_fft 512, hop 256, 96 Slaney mel bands, log10(10000·power + 1), 187 frames (3 s) per patch.
+`FeatureConfig(sample_rate=16000, n_fft=512, hop_length=256, n_mels=96, scale="log10_10000")`
+with un-normalised chunks of 187 frames computes exactly that (see `MUSICNN_FEATURES`).
+
+The layers, as musicnn's `models.build_musicnn` builds them (TF names in brackets):
+
+- input batch norm over the single spectrogram channel;
+- front end: timbral blocks, convs 7 frames × 38 and × 67 mel bands (0.4 and 0.7 of 96), 204
+  filters each, the time axis zero-padded by 3 on each side and the mel axis unpadded; temporal
+  blocks, convs of 128, 64 and 32 frames × 1 band, 51 filters each, TF 'same' padding in time.
+  Each: conv → ReLU → batch norm → max over the mel axis. Concatenated: 561 channels per frame.
+- mid end: three convs of 7 frames over all channels, 64 filters, zero-padded by 3 (conv → ReLU
+  → batch norm), the second and third with residual connections; the front end's output and the
+  three outputs concatenated (753 channels per frame).
+- back end: max and mean over time (`max_pool`, `mean_pool`, 753 each), interleaved per channel
+  as TF's flatten of their concatenation does, batch norm, dropout 0.5, dense 200 + ReLU, batch
+  norm (`penultimate`), dropout 0.5, dense 50 (the tags' logits).
+
+Batch norms use TF's epsilon, 1e-3, and its moving-average momentum, 0.99 (torch's 0.01).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mgc.core.config import ChunkConfig, ConfigError, FeatureConfig
+
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "bundled" / "musicnn"
+PRETRAINED = ("msd", "mtt")  # MSD_musicnn: Million Song Dataset; MTT_musicnn: MagnaTagATune
+
+N_MELS = 96
+PATCH_FRAMES = 187  # 3 s at 16 kHz, hop 256: musicnn's n_frames
+# The front end that feeds musicnn (`scale` and a window of exactly PATCH_FRAMES frames:
+# 187 × 256 / 16000 = 2.992 s, which Windowing rounds to 187; 3.0 s would round to 188).
+MUSICNN_FEATURES = FeatureConfig(
+    sample_rate=16000, n_fft=512, hop_length=256, n_mels=N_MELS, scale="log10_10000"
+)
+MUSICNN_CHUNKS = ChunkConfig(window_s=PATCH_FRAMES * 256 / 16000, overlap=0.0, normalize=False)
+
+MSD_TAGS = (
+    "rock,pop,alternative,indie,electronic,female vocalists,dance,00s,alternative rock,jazz,"
+    "beautiful,metal,chillout,male vocalists,classic rock,soul,indie rock,Mellow,electronica,80s,"
+    "folk,90s,chill,instrumental,punk,oldies,blues,hard rock,ambient,acoustic,experimental,"
+    "female vocalist,guitar,Hip-Hop,70s,party,country,easy listening,sexy,catchy,funk,electro,"
+    "heavy metal,Progressive rock,60s,rnb,indie pop,sad,House,happy"
+).split(",")
+MTT_TAGS = (
+    "guitar,classical,slow,techno,strings,drums,electronic,rock,fast,piano,ambient,beat,violin,"
+    "vocal,synth,female,indian,opera,male,singing,vocals,no vocals,harpsichord,loud,quiet,flute,"
+    "woman,male vocal,no vocal,pop,soft,sitar,solo,man,classic,choir,voice,new age,dance,"
+    "male voice,female vocal,beats,harp,cello,no voice,weird,country,metal,female voice,choral"
+).split(",")
+TAGS: dict[str, list[str]] = {"msd": MSD_TAGS, "mtt": MTT_TAGS}
+
+
+def _batch_norm(channels: int, dims: int) -> nn.Module:
+    """A batch norm with tf.layers' epsilon (1e-3) and momentum (0.99, i.e. torch's 0.01)."""
+    cls = nn.BatchNorm2d if dims == 2 else nn.BatchNorm1d
+    return cls(channels, eps=1e-3, momentum=0.01)
+
+
+def init_like_tf(model: nn.Module) -> None:
+    """tf.layers' initialisers, as musicnn was trained from: Glorot-uniform kernels and zero
+    biases (batch norms: unit scale, zero shift, as torch's). The mid end's convs count their
+    fans as TF's 2-D conv over (7 frames × all channels) of one input map does."""
+    for m in model.modules():
+        if not isinstance(m, nn.Conv1d | nn.Conv2d | nn.Linear):
+            continue
+        w = m.weight
+        if isinstance(m, nn.Conv1d):  # TF kernel (7, C, 1, out): receptive field 7·C
+            fan_in, fan_out = w.shape[1] * w.shape[2], w.shape[0] * w.shape[1] * w.shape[2]
+        else:
+            fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(w)
+        bound = math.sqrt(6 / (fan_in + fan_out))
+        nn.init.uniform_(w, -bound, bound)
+        nn.init.zeros_(m.bias)
+
+
+def _tf_same(kernel: int) -> tuple[int, int]:
+    """TF's 'same' padding at stride 1: the extra zero of an even kernel goes after, not before."""
+    return (kernel - 1) // 2, kernel - 1 - (kernel - 1) // 2
+
+
+class FrontBlock(nn.Module):
+    """conv (frames × bands) → ReLU → batch norm → max over bands: (B, 1, T, F) → (B, C, T)."""
+
+    def __init__(self, filters: int, frames: int, bands: int, time_pad: tuple[int, int]):
+        super().__init__()
+        self.time_pad = time_pad
+        self.conv = nn.Conv2d(1, filters, (frames, bands))
+        self.bn = _batch_norm(filters, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.pad(x, (0, 0, *self.time_pad))  # (F left, F right, T before, T after)
+        return self.bn(torch.relu(self.conv(x))).amax(dim=3)
+
+
+class MidBlock(nn.Module):
+    """conv of 7 frames over all channels, zero-padded by 3 → ReLU → batch norm: (B, C, T)."""
+
+    def __init__(self, channels: int, filters: int):
+        super().__init__()
+        self.conv = nn.Conv1d(channels, filters, 7, padding=3)
+        self.bn = _batch_norm(filters, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(torch.relu(self.conv(x)))
+
+
+class MusicnnTrunk(nn.Module):
+    """musicnn up to its penultimate layer: (B, frames, n_mels) patches → named features.
+
+    `n_mels` other than 96 (random init only) scales the timbral filters as musicnn does.
+    """
+
+    def __init__(
+        self,
+        n_mels: int = N_MELS,
+        midend_filters: int = 64,
+        backend_units: int = 200,
+        dropout: float = 0.5,
+    ):
+        super().__init__()
+        timbral, temporal = int(1.6 * 128), int(1.6 * 32)  # musicnn's num_filt = 1.6
+        self.input_bn = _batch_norm(1, 2)
+        self.timbral = nn.ModuleList(
+            FrontBlock(timbral, 7, int(share * n_mels), (3, 3)) for share in (0.4, 0.7)
+        )
+        self.temporal = nn.ModuleList(
+            FrontBlock(temporal, k, 1, _tf_same(k)) for k in (128, 64, 32)
+        )
+        front = 2 * timbral + 3 * temporal
+        self.midend = nn.ModuleList(
+            MidBlock(front if i == 0 else midend_filters, midend_filters) for i in range(3)
+        )
+        pooled = 2 * (front + 3 * midend_filters)  # max and mean of every channel
+        self.backend_bn = _batch_norm(pooled, 1)
+        self.dropout = nn.Dropout(dropout)
+        self.dense = nn.Linear(pooled, backend_units)
+        self.dense_bn = _batch_norm(backend_units, 1)
+        self.out_features = backend_units
+        init_like_tf(self)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(B, T, n_mels) → musicnn's features: `timbral` (B, T, 408), `temporal` (B, T, 153),
+        `cnn1`…`cnn3` (B, T, 64), `max_pool` and `mean_pool` (B, 753), `penultimate` (B, 200).
+        The frame-wise ones are laid out as musicnn returns them, time first."""
+        x = self.input_bn(x.unsqueeze(1))  # (B, 1, T, F)
+        timbral = torch.cat([block(x) for block in self.timbral], dim=1)  # (B, C, T)
+        temporal = torch.cat([block(x) for block in self.temporal], dim=1)
+        front = torch.cat([timbral, temporal], dim=1)
+        cnn1 = self.midend[0](front)
+        cnn2 = self.midend[1](cnn1) + cnn1
+        cnn3 = self.midend[2](cnn2) + cnn2
+        frames = torch.cat([front, cnn1, cnn2, cnn3], dim=1)
+        max_pool, mean_pool = frames.amax(dim=2), frames.mean(dim=2)
+        # TF flattens (B, C, 2) [max, mean]: channel by channel, max then mean.
+        pooled = torch.stack([max_pool, mean_pool], dim=2).flatten(1)
+        hidden = torch.relu(self.dense(self.dropout(self.backend_bn(pooled))))
+        named = {"timbral": timbral, "temporal": temporal, "cnn1": cnn1, "cnn2": cnn2}
+        named["cnn3"] = cnn3
+        return {
+            **{k: v.transpose(1, 2) for k, v in named.items()},
+            "max_pool": max_pool,
+            "mean_pool": mean_pool,
+            "penultimate": self.dense_bn(hidden),
+        }
+
+    def tf_names(self) -> dict[str, str]:
+        """This module's parameter and buffer prefixes → the TF variable scopes they come from.
+
+        tf.layers names each layer kind by creation order (conv2d, conv2d_1, …), and musicnn
+        creates them front end first, timbral before temporal, then mid end, then back end.
+        """
+        convs = [*self.timbral, *self.temporal, *self.midend]
+        norms = [self.input_bn, *(b.bn for b in convs), self.backend_bn, self.dense_bn]
+        names = {id(b.conv): _tf_scope("conv2d", i) for i, b in enumerate(convs)}
+        names |= {id(m): _tf_scope("batch_normalization", i) for i, m in enumerate(norms)}
+        names[id(self.dense)] = "dense"
+        return {prefix: names[id(m)] for prefix, m in self.named_modules() if id(m) in names}
+
+
+def _tf_scope(kind: str, index: int) -> str:
+    return kind if index == 0 else f"{kind}_{index}"
+
+
+class Musicnn(nn.Module):
+    """The tagger: (B, frames, 96) patches → (B, 50) tag probabilities, the taggram's rows."""
+
+    def __init__(self, n_mels: int = N_MELS, n_tags: int = 50, dropout: float = 0.5):
+        super().__init__()
+        self.trunk = MusicnnTrunk(n_mels, dropout=dropout)
+        self.dropout = nn.Dropout(dropout)
+        self.tags = nn.Linear(self.trunk.out_features, n_tags)
+        init_like_tf(self.tags)
+
+    def features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The trunk's features plus `logits` and `taggram` (sigmoid of the logits)."""
+        out = self.trunk(x)
+        out["logits"] = self.tags(self.dropout(out["penultimate"]))
+        out["taggram"] = torch.sigmoid(out["logits"])
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)["taggram"]
+
+    def tf_names(self) -> dict[str, str]:
+        """As `MusicnnTrunk.tf_names`, for the whole tagger (its output layer is `dense_1`)."""
+        names = {f"trunk.{k}": v for k, v in self.trunk.tf_names().items()}
+        return {**names, "tags": "dense_1"}
+
+
+def _check_weights(which: str) -> None:
+    if which not in PRETRAINED:
+        raise ConfigError(
+            f"model.pretrained={which}: musicnn takes {' or '.join(PRETRAINED)} (its bundled "
+            "tagging weights) or null (random init)"
+        )
+
+
+@functools.cache
+def _pretrained_state(which: str) -> dict[str, torch.Tensor]:
+    path = WEIGHTS_DIR / f"{which}_musicnn.pt"
+    if not path.is_file():
+        raise ConfigError(f"model.pretrained={which}: the musicnn weights are missing ({path})")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def pretrained_musicnn(which: str = "msd") -> Musicnn:
+    """musicnn with the bundled MSD_musicnn ("msd") or MTT_musicnn ("mtt") weights, in
+    inference mode. Its `features(x)["taggram"]` names its columns in `TAGS[which]`."""
+    _check_weights(which)
+    model = Musicnn()
+    model.load_state_dict(_pretrained_state(which))
+    return model.eval()
+
+
+class MusicnnClassifier(nn.Module):
+    """musicnn's trunk with a new head (dropout → n_classes logits) in place of its 50 tags.
+
+    Takes the project's model input, (B, 1, n_mels, frames): with `MUSICNN_FEATURES` and
+    `MUSICNN_CHUNKS`, musicnn's own patches. `pretrained`: "msd", "mtt" or None (random init).
+    `dropout` is the new head's; the trunk keeps musicnn's own (0.5, before its penultimate
+    layer). `freeze` trains the head alone: the trunk's parameters take no gradient and it
+    stays in inference mode (batch norms on their pretrained statistics, no dropout), a fixed
+    feature extractor.
+    """
+
+    def __init__(
+        self,
+        n_classes: int,
+        n_mels: int = N_MELS,
+        dropout: float = 0.5,
+        pretrained: str | None = None,
+        freeze: bool = False,
+    ):
+        super().__init__()
+        pretrained = pretrained or None
+        if pretrained is not None:
+            _check_weights(pretrained)
+        if pretrained is not None and n_mels != N_MELS:
+            raise ConfigError(
+                f"model.pretrained={pretrained}: musicnn's weights take {N_MELS} mel bands, "
+                f"features.n_mels is {n_mels}"
+            )
+        self.trunk = pretrained_musicnn(pretrained).trunk if pretrained else MusicnnTrunk(n_mels)
+        self.head = nn.Sequential(
+            nn.Dropout(dropout), nn.Linear(self.trunk.out_features, n_classes)
+        )
+        init_like_tf(self.head)
+        self.frozen = freeze
+        self.trunk.requires_grad_(not freeze)
+        self.info = {"pretrained": f"musicnn:{pretrained}" if pretrained else "scratch"}
+        if freeze:
+            self.info["frozen_params"] = sum(p.numel() for p in self.trunk.parameters())
+        self.train()
+
+    def train(self, mode: bool = True) -> MusicnnClassifier:
+        super().train(mode)
+        if self.frozen:
+            self.trunk.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.trunk(x.squeeze(1).transpose(1, 2))["penultimate"])
