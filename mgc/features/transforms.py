@@ -25,10 +25,11 @@ class LogMel(nn.Module):
     `scale="log10_10000"` compresses the same mel power as log10(10000·power + 1) instead, as
     musicnn does (its `extractor.batch_data`), with no floor (`top_db` is unused). musicnn casts
     the power to float16 first, so 10000·power overflows to inf wherever the power exceeds 6.55
-    (loud low bands), and its network then returns NaN for the whole 3 s patch (TensorFlow's
-    Eigen kernels) or finite but wrong tags (its oneDNN kernels). Here it stays float32: finite
-    everywhere, and elsewhere within float16's rounding (≤ ~2e-3) of musicnn's values
-    (tests/test_musicnn.py).
+    (loud low bands: 1% of all bins, in 88% of the 3 s patches of 807 GTZAN clips), and its
+    network then returns NaN for the whole patch (TensorFlow's Eigen kernels) or finite but
+    wrong tags (its oneDNN kernels: up to 0.68 off on the sample clips). Here the power stays
+    float32: finite everywhere, and elsewhere within float16's rounding (≤ ~2e-3) of musicnn's
+    values (tests/test_musicnn.py).
 
     On the CPU the spectrogram is taken `block_frames` frames at a time, each block carried from
     STFT to mel bands before the next, so its buffers stay in a core's cache; the frames are the
