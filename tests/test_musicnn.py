@@ -257,7 +257,7 @@ def wheel() -> Path:
     path = Path(given) if given else Path("/tmp/musicnn_wheel") / WHEEL
     if not path.is_file() and not given:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "musicnn==0.1.0"]
-        cmd += ["-d", str(path.parent), "--timeout", "15", "-q"]
+        cmd += ["-d", str(path.parent), "--timeout", "15", "--retries", "1", "-q"]
         try:
             subprocess.run(cmd, check=True, capture_output=True, timeout=300)
         except (subprocess.SubprocessError, OSError) as exc:
