@@ -125,27 +125,37 @@ class Entry:
     crc32c: int  # masked
 
 
-def _parse_entry(buf: bytes) -> Entry:
-    dtype = shard = offset = size = crc = 0
-    shape: list[int] = []
+Message = dict[int, list[int | bytes]]  # a decoded message: field number → its values
+
+
+def _message(buf: bytes) -> Message:
+    out: Message = {}
     for number, value in _fields(buf):
-        if number == 1:
-            dtype = int(value)  # type: ignore[arg-type]
-        elif number == 2:  # TensorShapeProto: repeated Dim dim = 2 {int64 size = 1}
-            for dim_number, dim in _fields(value):  # type: ignore[arg-type]
-                if dim_number == 2:
-                    shape.append(next((int(v) for n, v in _fields(dim) if n == 1), 0))  # type: ignore[arg-type]
-        elif number == 3:
-            shard = int(value)  # type: ignore[arg-type]
-        elif number == 4:
-            offset = int(value)  # type: ignore[arg-type]
-        elif number == 5:
-            size = int(value)  # type: ignore[arg-type]
-        elif number == 6:
-            crc = int(value)  # type: ignore[arg-type]
-        elif number == 7:
-            raise CheckpointError("sliced (partitioned) variables are not supported")
-    return Entry(dtype, tuple(shape), shard, offset, size, crc)
+        out.setdefault(number, []).append(value)
+    return out
+
+
+def _int(message: Message, number: int) -> int:
+    """A numeric field's (last) value; 0, protobuf's default, when absent."""
+    value = message.get(number, [0])[-1]
+    if not isinstance(value, int):
+        raise CheckpointError(f"protobuf field {number}: expected a number")
+    return value
+
+
+def _submessages(message: Message, number: int) -> list[Message]:
+    return [_message(v) for v in message.get(number, []) if isinstance(v, bytes)]
+
+
+def _parse_entry(buf: bytes) -> Entry:
+    """A BundleEntryProto: dtype = 1, shape = 2 (TensorShapeProto: repeated Dim dim = 2, each
+    {int64 size = 1}), shard_id = 3, offset = 4, size = 5, crc32c = 6, slices = 7."""
+    entry = _message(buf)
+    if 7 in entry:
+        raise CheckpointError("sliced (partitioned) variables are not supported")
+    shape = tuple(_int(dim, 1) for s in _submessages(entry, 2) for dim in _submessages(s, 2))
+    dtype, shard, offset, size, crc = (_int(entry, n) for n in (1, 3, 4, 5, 6))
+    return Entry(dtype, shape, shard, offset, size, crc)
 
 
 # -- the LevelDB table -------------------------------------------------------------------------
@@ -194,7 +204,7 @@ def read_index(path: str | Path) -> dict[str, Entry]:
     for _, value in _block_entries(index):
         for key, proto in _block_entries(_block(data, *_handle(value)[:2])):
             if key == b"":  # the BundleHeaderProto: {num_shards = 1, endianness = 2, …}
-                if dict(_fields(proto)).get(2, 0) != 0:
+                if _int(_message(proto), 2) != 0:  # 0: little-endian
                     raise CheckpointError(f"{path}: big-endian checkpoint")
                 continue
             entries[key.decode()] = _parse_entry(proto)
