@@ -215,6 +215,26 @@ def test_freeze_leaves_the_trunk_as_it_was():
     assert all(torch.equal(v, reference[k]) for k, v in trunk.items())
 
 
+def test_the_probe_head_reads_the_pooled_features_through_an_mlp():
+    """embedding=pooled: the head reads what musicnn's own dense layer reads (1506 values, on
+    the pretrained batch-norm statistics); head_hidden puts one ReLU layer in the head."""
+    cfg = ModelConfig(name="musicnn", pretrained="msd", freeze=True, embedding="pooled")
+    cfg.head_hidden = 64
+    model = build_model(cfg, 10, 96)
+    assert model.info["params"] == 1506 * 64 + 64 + 64 * 10 + 10
+    x = torch.rand(3, 1, 96, PATCH_FRAMES)
+    with torch.no_grad():
+        pooled = model.trunk(x.squeeze(1).transpose(1, 2))["pooled"]
+        assert pooled.shape == (3, 1506)
+        model.eval()
+        assert torch.allclose(model(x), model.head(pooled))
+    _step(model)
+    with pytest.raises(ConfigError, match="model.embedding"):
+        build_model(ModelConfig(name="musicnn", embedding="max"), 10, 96)
+    with pytest.raises(ConfigError, match="model.head_hidden"):
+        build_model(ModelConfig(name="musicnn", head_hidden=-1), 10, 96)
+
+
 def test_random_init_and_wrong_settings():
     model = build_model(ModelConfig(name="musicnn"), 10, 128)  # any n_mels from scratch
     assert model.info["pretrained"] == "scratch"

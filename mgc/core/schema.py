@@ -65,6 +65,11 @@ class ModelConfig:
     # Million Song Dataset or MagnaTagATune tagging weights, bundled); null: random init.
     pretrained: str | None = None
     freeze: bool = False  # musicnn: train the new head only, the pretrained trunk stays fixed
+    # musicnn: what its new head reads. "penultimate" (200, musicnn's last hidden layer) or
+    # "pooled" (1506: max and mean over time of every front- and mid-end channel, batch-normed
+    # with the pretrained statistics, i.e. what musicnn's own dense layer reads).
+    embedding: str = "penultimate"
+    head_hidden: int = 0  # musicnn: 0 = a linear head; n = one hidden ReLU layer of n units
 
 
 @dataclass

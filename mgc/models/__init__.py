@@ -47,7 +47,13 @@ MODELS: dict[str, Callable[..., Any]] = {
     ),
     "crnn": lambda cfg, n_classes, n_mels: CRNN(n_classes, cfg.width, dropout=cfg.dropout),
     "musicnn": lambda cfg, n_classes, n_mels: MusicnnClassifier(
-        n_classes, n_mels, cfg.dropout, cfg.pretrained, cfg.freeze
+        n_classes,
+        n_mels,
+        cfg.dropout,
+        cfg.pretrained,
+        cfg.freeze,
+        embedding=cfg.embedding,
+        head_hidden=cfg.head_hidden,
     ),
 }
 

@@ -149,11 +149,13 @@ class MusicnnTrunk(nn.Module):
         self.dense = nn.Linear(pooled, backend_units)
         self.dense_bn = _batch_norm(backend_units, 1)
         self.out_features = backend_units
+        self.pooled_features = pooled
         init_like_tf(self)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """(B, T, n_mels) → musicnn's features: `timbral` (B, T, 408), `temporal` (B, T, 153),
-        `cnn1`…`cnn3` (B, T, 64), `max_pool` and `mean_pool` (B, 753), `penultimate` (B, 200).
+        `cnn1`…`cnn3` (B, T, 64), `max_pool` and `mean_pool` (B, 753), `pooled` (B, 1506: the
+        two interleaved and batch-normed, the dense layer's input), `penultimate` (B, 200).
         The frame-wise ones are laid out as musicnn returns them, time first."""
         x = self.input_bn(x.unsqueeze(1))  # (B, 1, T, F)
         timbral = torch.cat([block(x) for block in self.timbral], dim=1)  # (B, C, T)
@@ -165,14 +167,15 @@ class MusicnnTrunk(nn.Module):
         frames = torch.cat([front, cnn1, cnn2, cnn3], dim=1)
         max_pool, mean_pool = frames.amax(dim=2), frames.mean(dim=2)
         # TF flattens (B, C, 2) [max, mean]: channel by channel, max then mean.
-        pooled = torch.stack([max_pool, mean_pool], dim=2).flatten(1)
-        hidden = torch.relu(self.dense(self.dropout(self.backend_bn(pooled))))
+        pooled = self.backend_bn(torch.stack([max_pool, mean_pool], dim=2).flatten(1))
+        hidden = torch.relu(self.dense(self.dropout(pooled)))
         named = {"timbral": timbral, "temporal": temporal, "cnn1": cnn1, "cnn2": cnn2}
         named["cnn3"] = cnn3
         return {
             **{k: v.transpose(1, 2) for k, v in named.items()},
             "max_pool": max_pool,
             "mean_pool": mean_pool,
+            "pooled": pooled,
             "penultimate": self.dense_bn(hidden),
         }
 
@@ -245,11 +248,17 @@ def pretrained_musicnn(which: str = "msd") -> Musicnn:
     return model.eval()
 
 
+# What a classifier's head may read (MusicnnTrunk.forward's names).
+EMBEDDINGS = ("penultimate", "pooled")
+
+
 class MusicnnClassifier(nn.Module):
     """musicnn's trunk with a new head (dropout → n_classes logits) in place of its 50 tags.
 
     Takes the project's model input, (B, 1, n_mels, frames): with `MUSICNN_FEATURES` and
     `MUSICNN_CHUNKS`, musicnn's own patches. `pretrained`: "msd", "mtt" or None (random init).
+    `embedding` picks what the head reads (`EMBEDDINGS`), `head_hidden` > 0 puts one hidden
+    ReLU layer in it (a small MLP probe rather than a linear one).
     `dropout` is the new head's; the trunk keeps musicnn's own (0.5, before its penultimate
     layer). `freeze` trains the head alone: the trunk's parameters take no gradient and it
     stays in inference mode (batch norms on their pretrained statistics, no dropout), a fixed
@@ -263,9 +272,17 @@ class MusicnnClassifier(nn.Module):
         dropout: float = 0.5,
         pretrained: str | None = None,
         freeze: bool = False,
+        embedding: str = "penultimate",
+        head_hidden: int = 0,
     ):
         super().__init__()
         pretrained = pretrained or None
+        if embedding not in EMBEDDINGS:
+            raise ConfigError(
+                f"model.embedding: '{embedding}' is not one of {', '.join(EMBEDDINGS)}"
+            )
+        if head_hidden < 0:
+            raise ConfigError(f"model.head_hidden: {head_hidden} is negative (0 = linear head)")
         if pretrained is not None:
             _check_weights(pretrained)
         if pretrained is not None and n_mels != N_MELS:
@@ -274,9 +291,15 @@ class MusicnnClassifier(nn.Module):
                 f"features.n_mels is {n_mels}"
             )
         self.trunk = pretrained_musicnn(pretrained).trunk if pretrained else MusicnnTrunk(n_mels)
-        self.head = nn.Sequential(
-            nn.Dropout(dropout), nn.Linear(self.trunk.out_features, n_classes)
+        self.embedding = embedding
+        width = (
+            self.trunk.out_features if embedding == "penultimate" else self.trunk.pooled_features
         )
+        layers: list[nn.Module] = [nn.Dropout(dropout)]
+        if head_hidden:
+            layers += [nn.Linear(width, head_hidden), nn.ReLU(), nn.Dropout(dropout)]
+            width = head_hidden
+        self.head = nn.Sequential(*layers, nn.Linear(width, n_classes))
         init_like_tf(self.head)
         self.frozen = freeze
         self.trunk.requires_grad_(not freeze)
@@ -292,4 +315,4 @@ class MusicnnClassifier(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.trunk(x.squeeze(1).transpose(1, 2))["penultimate"])
+        return self.head(self.trunk(x.squeeze(1).transpose(1, 2))[self.embedding])
