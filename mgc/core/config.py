@@ -19,6 +19,10 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, errors, nodes
 # The schema's classes are part of this module's interface: callers import them from here.
 from mgc.core.errors import UserError
 from mgc.core.schema import (  # noqa: F401
+    AUGMENT_CODECS,
+    AUGMENT_CONDITIONS,
+    AUGMENT_NOISE_COLORS,
+    AugmentConfig,
     CacheConfig,
     ChunkConfig,
     Config,
@@ -189,9 +193,44 @@ def validate(cfg: Config) -> None:
             "sweep.final.epochs must be positive",
         ),
     ]
-    for ok, message in checks:
+    for ok, message in checks + _augment_checks(cfg.augment):
         if not ok:
             raise ConfigError(message)
+
+
+def _augment_checks(a: AugmentConfig) -> list[tuple[bool, str]]:
+    """The augment section's ranges and names: (ok, message) pairs as `validate` takes them."""
+
+    def known(key: str, values: list, allowed: tuple) -> tuple[bool, str]:
+        bad = [v for v in values if v not in allowed]
+        return not bad and bool(values), (
+            f"augment.{key}: {bad or 'empty'} (choose from {', '.join(allowed)})"
+        )
+
+    def span(key: str) -> tuple[bool, str]:
+        lo_hi = getattr(a, key)
+        return len(lo_hi) == 2 and lo_hi[0] <= lo_hi[1], f"augment.{key} must be [low, high]"
+
+    return [
+        (a.copies >= 0, "augment.copies must be >= 0"),
+        known("conditions", a.conditions, AUGMENT_CONDITIONS),
+        (
+            1 <= a.per_copy <= len(set(a.conditions)),
+            "augment.per_copy must be between 1 and the number of augment.conditions",
+        ),
+        known("codecs", a.codecs, AUGMENT_CODECS),
+        known("noise_colors", a.noise_colors, AUGMENT_NOISE_COLORS),
+        (
+            bool(a.bandlimit_rates) and all(r > 0 for r in a.bandlimit_rates),
+            "augment.bandlimit_rates must be positive rates in Hz",
+        ),
+        (
+            bool(a.codec_kbps) and all(k > 0 for k in a.codec_kbps),
+            "augment.codec_kbps must be positive bitrates",
+        ),
+        span("noise_snr_db"),
+        span("gain_db"),
+    ]
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:

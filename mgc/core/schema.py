@@ -81,6 +81,38 @@ class SpecAugmentConfig:
     n_time_masks: int = 2
 
 
+# What `augment.conditions` may name (checked by mgc.core.config.validate).
+AUGMENT_CONDITIONS = ("bandlimit", "noise", "codec", "gain")
+AUGMENT_CODECS = ("mp3", "aac")
+AUGMENT_NOISE_COLORS = ("white", "pink")
+
+
+@dataclass
+class AugmentConfig:
+    """Waveform augmentations for the way music arrives outside the dataset: phone-band
+    recordings, noise, lossy codecs, loudness. They act on the audio, so `mgc.prepare` makes
+    `copies` augmented log-mels of every training track once (each seeded by the seed, the
+    track's audio content and the copy's number) and stores them beside the clean one; training
+    then draws, per track and epoch, the clean log-mel or one of its copies. Validation and test
+    tracks are never augmented. 0 copies (the default) changes nothing: no copies are made and
+    the feature cache's keys stay as they were."""
+
+    copies: int = 0  # augmented log-mels per training track; 0: off
+    conditions: list[str] = field(default_factory=lambda: list(AUGMENT_CONDITIONS))
+    per_copy: int = 1  # conditions combined in one copy, drawn without repeats
+    seed: int = 0
+    # bandlimit: resampled down to one of these rates (Hz) and back up: nothing above half of it
+    bandlimit_rates: list[int] = field(default_factory=lambda: [8000, 11025, 16000])
+    # noise: white or pink, at an SNR (dB) drawn uniformly from [low, high]
+    noise_snr_db: list[float] = field(default_factory=lambda: [10.0, 30.0])
+    noise_colors: list[str] = field(default_factory=lambda: list(AUGMENT_NOISE_COLORS))
+    # codec: encoded and decoded again (PyAV's FFmpeg: LAME mp3, FFmpeg's AAC) at one bitrate
+    codecs: list[str] = field(default_factory=lambda: list(AUGMENT_CODECS))
+    codec_kbps: list[int] = field(default_factory=lambda: [32, 48, 64])
+    # gain: dB drawn uniformly from [low, high]; samples clipped to [-1, 1] as a file would be
+    gain_db: list[float] = field(default_factory=lambda: [-12.0, 12.0])
+
+
 @dataclass
 class TrainConfig:
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
@@ -187,5 +219,6 @@ class Config:
     cache: CacheConfig = field(default_factory=CacheConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     run: RunConfig = field(default_factory=RunConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)

@@ -3,6 +3,9 @@
 Tracks are assigned to split parts first and only then cut into windows, so no piece of a track
 reaches two parts. Each track's full log-mel is held once; a batch is a stack of window slices
 of it (the `Windowing` every caller shares), normalised per chunk on the fly.
+
+Under `augment.copies` a training track also holds its augmented log-mels (made by prepare), and
+each epoch trains on one of its versions, clean or augmented, drawn at random (`pick_versions`).
 """
 
 from __future__ import annotations
@@ -14,8 +17,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from mgc.core.config import ChunkConfig, Config, FeatureConfig
-from mgc.data.cache import CacheEntry, FeatureStore, is_current, stat_entry
+from mgc.core.config import AugmentConfig, ChunkConfig, Config, FeatureConfig
+from mgc.data.cache import CacheEntry, CopyStore, FeatureStore, is_current, stat_entry
 from mgc.data.datasets import DatasetError, Track, discover, genres_of
 from mgc.data.splits import PARTS, assign_parts, resolve_split, subsample
 from mgc.features.frontend import Frontend
@@ -32,6 +35,8 @@ class TrackArray:
     track_id: str
     label: int
     logmel: torch.Tensor  # (n_mels, frames), float32
+    # Augmented log-mels of the same audio, each shaped as `logmel` (training tracks only).
+    copies: list[torch.Tensor] = field(default_factory=list)
 
 
 @dataclass
@@ -83,6 +88,21 @@ class ChunkSet:
         return self.frontend.finish(torch.stack(out))
 
 
+def pick_versions(chunk_set: ChunkSet, generator: torch.Generator) -> ChunkSet:
+    """One epoch's view of the training windows: every track as its clean log-mel or one of its
+    augmented copies, each equally likely, at the same window places. Without copies the set
+    comes back as it is (and the generator is not drawn from, so runs stay as they were)."""
+    tracks = chunk_set.tracks
+    if not any(t.copies for t in tracks):
+        return chunk_set
+    picks = [int(torch.randint(len(t.copies) + 1, (1,), generator=generator)) for t in tracks]
+    versions = [
+        dataclasses.replace(t, logmel=t.logmel if k == 0 else t.copies[k - 1])
+        for t, k in zip(tracks, picks, strict=True)
+    ]
+    return dataclasses.replace(chunk_set, tracks=versions)
+
+
 def random_windows(chunk_set: ChunkSet, per_track: int, generator: torch.Generator) -> ChunkSet:
     """`per_track` windows of every track at uniformly random places: one epoch's sample when
     an epoch is defined as a fixed number of windows per track (`train.windows_per_track`)."""
@@ -104,6 +124,7 @@ def build_chunk_set(
     track_idx, starts = [], []
     for i, t in enumerate(tracks):
         t.logmel = windowing.pad(t.logmel)  # once, so every slice is a whole window
+        t.copies = [windowing.pad(c) for c in t.copies]
         for s in windowing.starts(t.logmel.shape[1]):
             track_idx.append(i)
             starts.append(s)
@@ -150,11 +171,15 @@ def prepare_command(cfg: Config) -> str:
     args = [f"data.root={cfg.data.root}", f"cache.dir={cfg.cache.dir}"]
     if cfg.data.extra_train_roots:
         args.append(f"data.extra_train_roots=[{','.join(cfg.data.extra_train_roots)}]")
-    defaults = FeatureConfig()
-    for f in dataclasses.fields(FeatureConfig):
-        value = getattr(cfg.features, f.name)
-        if value != getattr(defaults, f.name):
-            args.append(f"features.{f.name}={'null' if value is None else value}")
+    for section, cls in (("features", FeatureConfig), ("augment", AugmentConfig)):
+        defaults = cls()
+        for f in dataclasses.fields(cls):
+            value = getattr(getattr(cfg, section), f.name)
+            if value != getattr(defaults, f.name):
+                text = "null" if value is None else value
+                if isinstance(value, list):
+                    text = "[" + ",".join(map(str, value)) + "]"
+                args.append(f"{section}.{f.name}={text}")
     return "python -m mgc.prepare " + " ".join(args)
 
 
@@ -186,16 +211,42 @@ def load_split_data(cfg: Config) -> SplitData:
             f"(first: {stale[0]}); make them with: {prepare_command(cfg)}"
         )
     skipped = [manifest[t.path].error for t in wanted if manifest[t.path].error]
+    usable = {p: [t for t in parts.get(p, []) if not manifest[t.path].error] for p in PARTS}
+    copies = training_copies(cfg, store, [manifest[t.path].content for t in usable["train"]])
     arrays = {
         part: [
             TrackArray(
                 t.track_id,
                 label_of[t.genre],
                 torch.from_numpy(store.load(manifest[t.path].content)),
+                copies.get(manifest[t.path].content, []) if part == "train" else [],
             )
-            for t in parts.get(part, [])
-            if not manifest[t.path].error
+            for t in usable[part]
         ]
         for part in PARTS
     }
     return SplitData(genres, arrays, split_name, missing, skipped)
+
+
+def training_copies(
+    cfg: Config, store: FeatureStore, contents: list[str]
+) -> dict[str, list[torch.Tensor]]:
+    """The augmented copies (`augment.copies` each) of the training tracks with these content
+    hashes; {} when augmentation is off. Raises FeaturesMissing, naming the `mgc.prepare`
+    command, when any copy is not in the cache."""
+    # A Config pickled before the augment section existed (a sweep task retried under newer
+    # code) has no such attribute: it asked for no copies.
+    augment: AugmentConfig = getattr(cfg, "augment", None) or AugmentConfig()
+    if augment.copies == 0:
+        return {}
+    copies = CopyStore(store, augment)
+    stored = copies.stored()
+    lacking = [c for c in contents if copies.missing(c, stored)]
+    if lacking:
+        raise FeaturesMissing(
+            f"{cfg.cache.dir}: {len(lacking)} of {len(contents)} training tracks lack their "
+            f"{augment.copies} augmented copies; make them with: {prepare_command(cfg)}"
+        )
+    return {
+        c: [torch.from_numpy(copies.load(c, i)) for i in range(augment.copies)] for c in contents
+    }

@@ -5,6 +5,10 @@ checked against one listing of the store) and sends only the others to Ray Data,
 worker reads a file, hashes it, and computes and stores its log-mel unless that content is
 already stored. A warm run therefore starts no Ray at all; an interrupted run resumes, because
 every array is written atomically as soon as it is computed.
+
+With `augment.copies` > 0, each training track also gets that many augmented log-mels (see
+`mgc.features.augment`), made from the same decode and stored under their own key: a track is
+sent to the workers when its clean log-mel or any of its copies is missing.
 """
 
 from __future__ import annotations
@@ -23,9 +27,18 @@ import numpy as np
 
 from mgc.core.audio import AudioError
 from mgc.core.cluster import init_ray
-from mgc.core.config import ChunkConfig, Config, FeatureConfig
-from mgc.data.cache import CacheEntry, FeatureStore, content_hash, is_current, stat_entry
+from mgc.core.config import AugmentConfig, ChunkConfig, Config, FeatureConfig
+from mgc.data.cache import (
+    CacheEntry,
+    CopyStore,
+    FeatureStore,
+    content_hash,
+    is_current,
+    stat_entry,
+)
 from mgc.data.datasets import no_tracks_error, printable, survey
+from mgc.data.loader import split_tracks
+from mgc.features.augment import augmented_copy
 from mgc.features.frontend import Frontend
 
 log = logging.getLogger(__name__)
@@ -43,6 +56,7 @@ class PrepareResult:
     # (path, why) of entries in genre folders that are not tracks: other files, sub-folders,
     # broken links, genre folders without audio. Listed so that every file is accounted for.
     ignored: list[tuple[str, str]] = field(default_factory=list)
+    copies: int = 0  # augmented copies computed (augment.copies per training track)
 
     @property
     def ok(self) -> list[CacheEntry]:
@@ -60,24 +74,38 @@ def _skipped(entry: CacheEntry, error: str, content: str | None = None) -> Cache
 
 
 def process_file(
-    entry: CacheEntry, store: FeatureStore, frontend: Frontend
-) -> tuple[CacheEntry, bool]:
-    """Hash one file and make sure its log-mel is stored. Returns (entry, computed?)."""
+    entry: CacheEntry, store: FeatureStore, frontend: Frontend, copies: CopyStore | None = None
+) -> tuple[CacheEntry, bool, int]:
+    """Hash one file and make sure its log-mel is stored, and with `copies` (a training track
+    under augmentation) its augmented copies too, all from one decode. Returns (entry, clean
+    log-mel computed?, copies computed)."""
     try:
         data = Path(entry.path).read_bytes()
     except OSError as exc:
-        return _skipped(entry, f"{entry.path}: cannot read ({exc.strerror})"), False
+        return _skipped(entry, f"{entry.path}: cannot read ({exc.strerror})"), False, 0
     digest = content_hash(data)
-    if store.has(digest):
-        return dataclasses.replace(entry, content=digest, n_frames=_frames_of(store, digest)), False
+    have_clean = store.has(digest)
+    todo = [] if copies is None else [
+        i for i in range(copies.augment.copies) if not copies.has(digest, i)
+    ]  # fmt: skip
+    if have_clean and not todo:
+        done = dataclasses.replace(entry, content=digest, n_frames=_frames_of(store, digest))
+        return done, False, 0
     try:
-        spec = frontend.file_logmel(entry.path, raw=data)
+        wave = frontend.decode(entry.path, raw=data)
+        spec = store.load(digest) if have_clean else frontend.logmel(wave)
+        if not have_clean:
+            store.save(digest, spec)
+        for i in todo:
+            rate = frontend.features.sample_rate
+            augmented, _ = augmented_copy(wave, rate, copies.augment, digest, i)
+            copies.save(digest, i, frontend.logmel(augmented))
     except AudioError as exc:
-        return _skipped(entry, str(exc), digest), False
+        return _skipped(entry, str(exc), digest), False, 0
     except Exception as exc:  # never let one file stop the batch
-        return _skipped(entry, f"{entry.path}: {type(exc).__name__}: {exc}", digest), False
-    store.save(digest, spec)
-    return dataclasses.replace(entry, content=digest, n_frames=int(spec.shape[-1])), True
+        return _skipped(entry, f"{entry.path}: {type(exc).__name__}: {exc}", digest), False, 0
+    done = dataclasses.replace(entry, content=digest, n_frames=int(spec.shape[-1]))
+    return done, not have_clean, len(todo)
 
 
 def _readable(path: str) -> bool:
@@ -113,7 +141,7 @@ def keep_freed_memory() -> bool:
 class _PrepareBatch:
     """Ray Data UDF: a batch of file records in, the same records with hash/frames/error out."""
 
-    def __init__(self, cache_uri: str, features: dict[str, Any]):
+    def __init__(self, cache_uri: str, features: dict[str, Any], augment: dict[str, Any]):
         import torch
 
         # One thread per worker: Ray gives each worker one CPU; more threads only fight.
@@ -121,10 +149,11 @@ class _PrepareBatch:
         keep_freed_memory()
         self.store = FeatureStore(cache_uri, FeatureConfig(**features))
         self.frontend = features_frontend(self.store.features)
+        self.copies = copy_store(self.store, AugmentConfig(**augment))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out: dict[str, list] = {f.name: [] for f in dataclasses.fields(CacheEntry)}
-        out["computed"] = []
+        out["computed"], out["copies"] = [], []
         for i in range(len(batch["path"])):
             entry = CacheEntry(
                 track_id=str(batch["track_id"][i]),
@@ -133,20 +162,38 @@ class _PrepareBatch:
                 size=int(batch["size"][i]),
                 mtime_ns=int(batch["mtime_ns"][i]),
             )
-            done, computed = process_file(entry, self.store, self.frontend)
+            copies = self.copies if bool(batch["augment"][i]) else None
+            done, computed, n_copies = process_file(entry, self.store, self.frontend, copies)
             for f in dataclasses.fields(CacheEntry):
                 value = getattr(done, f.name)
                 out[f.name].append(
                     "" if value is None and f.name in ("content", "error") else value
                 )
             out["computed"].append(computed)
+            out["copies"].append(n_copies)
         return {k: np.asarray(v) for k, v in out.items()}
 
 
-def _prepare_fn(batch: dict[str, np.ndarray], cache_uri: str, features: dict[str, Any]) -> dict:
+def _prepare_fn(
+    batch: dict[str, np.ndarray],
+    cache_uri: str,
+    features: dict[str, Any],
+    augment: dict[str, Any],
+) -> dict:
     # Ray Data tasks reuse worker processes, so the LogMel built here is cheap per batch
     # (about a millisecond) and no actor pool is needed.
-    return _PrepareBatch(cache_uri, features)(batch)
+    return _PrepareBatch(cache_uri, features, augment)(batch)
+
+
+def copy_store(store: FeatureStore, augment: AugmentConfig) -> CopyStore | None:
+    """Where `store`'s augmented copies go; None when augmentation is off (no copies)."""
+    return CopyStore(store, augment) if augment.copies > 0 else None
+
+
+def training_paths(cfg: Config) -> set[str]:
+    """The files of cfg's training part (the split, fractions and extra roots applied): the
+    only tracks that get augmented copies."""
+    return {t.path for t in split_tracks(cfg)[1]["train"]}
 
 
 def features_frontend(features: FeatureConfig) -> Frontend:
@@ -162,7 +209,10 @@ def files_per_task(n_files: int, max_batch: int, cpus: float, tasks_per_cpu: int
     return max(1, min(max_batch, per_cpu))
 
 
-def _run_ray(pending: list[CacheEntry], cfg: Config) -> list[tuple[CacheEntry, bool]]:
+Processed = tuple[CacheEntry, bool, int]  # what process_file returns
+
+
+def _run_ray(pending: list[CacheEntry], augment: set[str], cfg: Config) -> list[Processed]:
     import ray
 
     # Ray Data reserves part of the CPUs per operator by default; with a single map operator on
@@ -171,7 +221,7 @@ def _run_ray(pending: list[CacheEntry], cfg: Config) -> list[tuple[CacheEntry, b
     cpus = ray.cluster_resources().get("CPU", 1.0)
     batch_size = files_per_task(len(pending), cfg.cache.batch_size, cpus)
     n_blocks = max(1, -(-len(pending) // batch_size))
-    rows = [dataclasses.asdict(e) for e in pending]
+    rows = [{**dataclasses.asdict(e), "augment": e.path in augment} for e in pending]
     for row in rows:  # Arrow wants one type per column
         row["content"] = row["content"] or ""
         row["error"] = row["error"] or ""
@@ -179,7 +229,11 @@ def _run_ray(pending: list[CacheEntry], cfg: Config) -> list[tuple[CacheEntry, b
         _prepare_fn,
         batch_size=batch_size,
         batch_format="numpy",
-        fn_kwargs={"cache_uri": cfg.cache.dir, "features": dataclasses.asdict(cfg.features)},
+        fn_kwargs={
+            "cache_uri": cfg.cache.dir,
+            "features": dataclasses.asdict(cfg.features),
+            "augment": dataclasses.asdict(cfg.augment),
+        },
         num_cpus=1,
     )
     results = []
@@ -194,19 +248,22 @@ def _run_ray(pending: list[CacheEntry], cfg: Config) -> list[tuple[CacheEntry, b
             n_frames=int(row["n_frames"]),
             error=str(row["error"]) or None,
         )
-        results.append((entry, bool(row["computed"])))
+        results.append((entry, bool(row["computed"]), int(row["copies"])))
     return results
 
 
-def _run_local(pending: list[CacheEntry], cfg: Config) -> list[tuple[CacheEntry, bool]]:
+def _run_local(pending: list[CacheEntry], augment: set[str], cfg: Config) -> list[Processed]:
     from tqdm import tqdm
 
     store = FeatureStore(cfg.cache.dir, cfg.features)
     frontend = features_frontend(cfg.features)
+    copies = copy_store(store, cfg.augment)
     keep_freed_memory()
     # A closed bar (the `with`) before an interrupt's message, not redrawn after it at exit.
     with tqdm(pending, desc="log-mel", unit="track") as bar:
-        return [process_file(e, store, frontend) for e in bar]
+        return [
+            process_file(e, store, frontend, copies if e.path in augment else None) for e in bar
+        ]
 
 
 def prepare(cfg: Config, use_ray: bool = True) -> PrepareResult:
@@ -215,6 +272,9 @@ def prepare(cfg: Config, use_ray: bool = True) -> PrepareResult:
     roots = [cfg.data.root, *cfg.data.extra_train_roots]
     store = FeatureStore(cfg.cache.dir, cfg.features)
     stored = store.stored()
+    copies = copy_store(store, cfg.augment)
+    augment = training_paths(cfg) if copies else set()  # the files that get copies
+    copies_stored = copies.stored() if copies else set()
     entries: list[CacheEntry] = []
     pending: list[CacheEntry] = []
     reused = 0
@@ -238,6 +298,12 @@ def prepare(cfg: Config, use_ray: bool = True) -> PrepareResult:
                 old is not None
                 and is_current(old, fresh, stored)
                 and (old.content is not None or not _readable(track.path))
+                and not (
+                    copies
+                    and track.path in augment
+                    and old.error is None
+                    and copies.missing(old.content, copies_stored)
+                )
             ):
                 entries.append(old)
                 reused += old.error is None
@@ -246,17 +312,18 @@ def prepare(cfg: Config, use_ray: bool = True) -> PrepareResult:
                 unchanged = [r for r in unchanged if r != root]
             path_to_root[track.path] = root
     ray_seconds = 0.0
-    computed = 0
+    computed = n_copies = 0
     if pending:
         log.info("%d of %d files need features", len(pending), len(pending) + len(entries))
         if use_ray:
             ray_seconds = init_ray(cfg.cache.ray_address, cfg.cache.num_cpus, quiet=True)
-            results = _run_ray(pending, cfg)
+            results = _run_ray(pending, augment, cfg)
         else:
-            results = _run_local(pending, cfg)
-        for entry, was_computed in results:
+            results = _run_local(pending, augment, cfg)
+        for entry, was_computed, made in results:
             entries.append(entry)
             computed += was_computed
+            n_copies += made
             reused += (not was_computed) and entry.error is None
     for root in roots:  # a warm run writes nothing, so readers never race a rewrite
         if root in unchanged:
@@ -276,4 +343,5 @@ def prepare(cfg: Config, use_ray: bool = True) -> PrepareResult:
         ray_seconds=ray_seconds,
         manifest=manifest,
         ignored=ignored,
+        copies=n_copies,
     )

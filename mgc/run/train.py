@@ -36,6 +36,7 @@ from mgc.data.loader import (
     build_chunk_set,
     iterate_batches,
     load_split_data,
+    pick_versions,
     random_windows,
 )
 from mgc.features.transforms import SpecAugment
@@ -290,6 +291,7 @@ def train_epoch(
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
     rank, world = parallel.rank, parallel.world_size
+    chunks = pick_versions(chunks, generator)  # clean or an augmented copy, per track
     if cfg.train.windows_per_track:
         chunks = random_windows(chunks, cfg.train.windows_per_track, generator)
     batches = iterate_batches(
@@ -527,6 +529,8 @@ def fit_torch(
     fast = fast_path(cfg.train)
     data, train_set, valid_set = load_data(cfg, data, run_dir, parallel)
     training = build_training(cfg, len(data.genres), fast)
+    if hasattr(training.model, "remember_embeddings"):  # a frozen pretrained trunk (musicnn)
+        training.model.remember_embeddings(True)
     loop = Loop(
         cfg, training, wrap_for_steps(training.model, fast, parallel),
         TorchClassifier(training.model, fast), train_set, valid_set, fast, parallel, run_dir,
