@@ -93,7 +93,7 @@ def test_seeds_never_outnumber_the_cpus(ray_local, tmp_path: Path, monkeypatch):
     marks = tmp_path / "marks"
     marks.mkdir()
 
-    def busy_seed(cfg, seed, run_dir, sink):
+    def busy_seed(cfg, seed, run_dir, sink, start):
         import time
 
         (marks / str(seed)).write_text("running")

@@ -73,3 +73,31 @@ def init_ray(
     if context.dashboard_url:  # empty without ray[default]'s dashboard
         log.info(dashboard_hint(context.dashboard_url))
     return seconds
+
+
+_said_no_cuda = False
+
+
+def placement() -> dict[str, str]:
+    """Where the calling Ray task or actor runs: its node's id (unique even where every node of
+    a cluster shares one IP) and the GPUs Ray gave it ("0,1"; "" for none); {} outside Ray.
+
+    A GPU that Ray counted but torch cannot see (a logical GPU, a node without its driver) is
+    said once per worker process, in one line: the run trains on the CPU rather than failing."""
+    import ray
+    import torch
+
+    global _said_no_cuda
+    if not ray.is_initialized():
+        return {}
+    node = ray.get_runtime_context().get_node_id()
+    gpus = [str(g) for g in ray.get_gpu_ids()]
+    if gpus and not torch.cuda.is_available() and not _said_no_cuda:
+        _said_no_cuda = True
+        log.warning(
+            "node %s gave this run GPU %s, but torch sees no CUDA device there: it trains on "
+            "the CPU",
+            node[:8],
+            ",".join(gpus),
+        )
+    return {"node_id": node, "gpu_ids": ",".join(gpus)}

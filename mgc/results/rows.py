@@ -162,6 +162,8 @@ def summarise(
         "n_tracks": seeds[0].get("n_tracks"),
         "missing_tracks": seeds[0].get("missing_tracks"),
         "seeds": [m["seed"] for m in seeds],
+        # The Ray node each seed ran on (null: run earlier, or outside Ray).
+        "seed_nodes": [m.get("node_id") for m in seeds],
         "best_params": params,
         "n_trials": n_trials,
         "sweep_seconds": seconds,

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mgc.core.cluster import placement
 from mgc.core.config import Config, with_params
 
 if TYPE_CHECKING:  # pandas and matplotlib come with it: loaded once a row is written
@@ -31,12 +32,26 @@ def chosen_config(cfg: Config, params: dict[str, Any]) -> Config:
     return with_params(cfg, {**params, **final_overrides(cfg)})
 
 
-def train_seed(cfg: Config, seed: int, run_dir: str, sink: Any = None) -> dict[str, Any]:
-    """One final seed (cfg from `chosen_config` with its seed): `fit`, then the test scores.
-    Each epoch goes to `sink` (a `ProgressSink` actor) for the driver's progress bars.
-    resume=True: a seed stopped mid-run on this machine (Ctrl-C, a crash) goes on from its last
-    checkpoint."""
-    from mgc.run.train import fit
+def train_seed(
+    cfg: Config, seed: int, run_dir: str, sink: Any = None, start: int = 0
+) -> dict[str, Any]:
+    """One final seed (cfg from `chosen_config` with its seed): `fit`, then the test scores,
+    with the node it ran on (`placement`). Each epoch goes to `sink` (a `ProgressSink` actor)
+    for the driver's progress bars. resume=True: a seed stopped mid-run (Ctrl-C, a crash, a lost
+    node, after which Ray runs the task again) goes on from its last checkpoint; a run that
+    finds more epochs done than the driver's `start` is such a retry, and says so in one line."""
+    from mgc.run.train import fit, logged_epochs
+
+    where = placement()
+    done = logged_epochs(Path(run_dir))
+    if done > start:
+        log.warning(
+            "seed %d: its run stopped after epoch %d (a lost node or worker); retried on node %s "
+            "from that epoch's checkpoint",
+            seed,
+            done,
+            where.get("node_id", "?")[:8],
+        )
 
     def report(metrics: dict[str, Any], _checkpoint_dir: Path) -> None:
         if sink is not None:
@@ -51,7 +66,7 @@ def train_seed(cfg: Config, seed: int, run_dir: str, sink: Any = None) -> dict[s
                 }
             )
 
-    return fit(cfg, report=report, run_dir=run_dir, resume=True).metrics
+    return {**fit(cfg, report=report, run_dir=run_dir, resume=True).metrics, **where}
 
 
 class ProgressSink:
@@ -120,8 +135,12 @@ def run_seeds(
     train: Callable[..., dict[str, Any]] = train_seed,
 ) -> dict[int, dict[str, Any]]:
     """Train every seed of `cfgs` as a Ray task running `train` (with `train_seed`'s
-    arguments), with progress; their metrics by seed."""
+    arguments), with progress; their metrics by seed. A seed whose node is lost is run again
+    (up to sweep.max_failures times), from its checkpoint on the shared results folder."""
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = ray.get_runtime_context().get_node_id()
 
     res = next(iter(cfgs.values())).sweep.resources
     task = ray.remote(
@@ -129,10 +148,16 @@ def run_seeds(
         num_gpus=res.gpus_per_trial,
         max_retries=next(iter(cfgs.values())).sweep.max_failures,
     )(train)
-    # No CPU for the sink: it starts even while the seeds hold every CPU.
-    sink = ray.remote(num_cpus=0)(ProgressSink).remote()
+    # No CPU for the sink: it starts even while the seeds hold every CPU. On the driver's own
+    # node: a lost worker node takes its seeds (which Ray runs again), never the progress.
+    sink = (
+        ray.remote(num_cpus=0)(ProgressSink)
+        .options(scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=True))
+        .remote()
+    )
     refs = {
-        task.remote(cfg, seed, str(dirs[seed].resolve()), sink): seed for seed, cfg in cfgs.items()
+        task.remote(cfg, seed, str(dirs[seed].resolve()), sink, starts[seed]): seed
+        for seed, cfg in cfgs.items()
     }
     progress = SeedProgress(starts, max(c.train.epochs for c in cfgs.values()))
     results: dict[int, dict[str, Any]] = {}

@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mgc.core.cluster import init_ray
+from mgc.core.cluster import init_ray, placement
 from mgc.core.config import Config, ConfigError, load_config, with_params
 from mgc.core.search_space import read_search_space
 from mgc.data.datasets import DatasetError, discover
@@ -89,6 +89,8 @@ def resolve_relative(path: str, ablation: Path | None) -> Path:
 
 
 TRIAL_LOG = "train_log.csv"
+# What a trial's reports say about where it ran, kept with the trial in the row.
+PLACEMENT_KEYS = ("node_id", "gpu_ids", "worker_nodes")
 
 
 def _trial(params: dict[str, Any], cfg: Config) -> None:
@@ -103,6 +105,7 @@ def _trial(params: dict[str, Any], cfg: Config) -> None:
 
     run_dir = Path(tune.get_context().get_trial_dir()) / "run"
     ckpt_dir = run_dir / "checkpoints"
+    where = placement()  # each report says where the trial ran (a retry may move it)
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:  # a retried or resumed trial continues where it stopped
         with checkpoint.as_directory() as src:
@@ -113,7 +116,7 @@ def _trial(params: dict[str, Any], cfg: Config) -> None:
     def report(metrics: dict[str, Any], ckpt: Path) -> None:
         if (run_dir / TRIAL_LOG).exists():
             shutil.copy2(run_dir / TRIAL_LOG, ckpt / TRIAL_LOG)
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(ckpt)))
+        tune.report({**metrics, **where}, checkpoint=tune.Checkpoint.from_directory(str(ckpt)))
 
     fit(with_params(cfg, params), report=report, run_dir=run_dir, resume=True, final_eval=False)
 
@@ -122,15 +125,21 @@ def _ddp_worker(loop_config: dict[str, Any]) -> None:
     """One Ray Train worker of a data-parallel trial: the same `fit`, sharded batches."""
     import ray.train
     import ray.train.torch
+    import torch.distributed
 
     from mgc.run.train import Parallel, fit
 
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
+    where = placement()
+    # Every worker's node, in rank order, with each report: where the trial's workers ran.
+    nodes: list[str] = [""] * ctx.get_world_size()
+    torch.distributed.all_gather_object(nodes, where.get("node_id", ""))
+    where = {**where, "worker_nodes": ",".join(nodes)}
 
     def report(metrics: dict[str, Any], ckpt_dir: Path) -> None:
         ckpt = ray.train.Checkpoint.from_directory(str(ckpt_dir)) if rank == 0 else None
-        ray.train.report(metrics, checkpoint=ckpt)
+        ray.train.report({**metrics, **where}, checkpoint=ckpt)
 
     fit(
         with_params(loop_config["cfg"], loop_config["params"]),
@@ -323,13 +332,37 @@ def make_tuner(cfg: Config, space: dict[str, dict[str, list]], resume: bool, cal
     )
 
 
+def retry_note(max_failures: int):
+    """A Tune callback that says in one line why a trial is being retried (a lost node, a
+    crash), where it had run and from which epoch its retry continues."""
+    from ray import tune
+
+    class RetryNote(tune.Callback):
+        def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            last = trial.last_result or {}
+            error = trial.get_error()
+            epoch = int(last.get("training_iteration", 0))
+            log.warning(
+                "trial %s failed on node %s after epoch %d (%s): retry %d of %d, %s",
+                trial.trial_id,
+                str(last.get("node_id", "?"))[:8],
+                epoch,
+                _last_line(error)[:160] if error is not None else "no error recorded",
+                trial.num_failures,
+                max_failures,
+                f"from its epoch-{epoch} checkpoint" if epoch else "from the start",
+            )
+
+    return RetryNote()
+
+
 def run_trials(cfg: Config, space: dict[str, dict[str, list]], resume: bool):
     """The search; returns Tune's ResultGrid once every trial has ended. Ctrl-C or SIGTERM make
     Tune save its state and return early: that becomes a KeyboardInterrupt here (the CLI says how
     to continue), never a table made from half a search."""
     import signal
 
-    callbacks = wandb_callbacks(cfg)
+    callbacks = [*wandb_callbacks(cfg), retry_note(cfg.sweep.max_failures)]
     tuner = make_tuner(cfg, space, resume, callbacks)
     # Tune saves the experiment and stops cleanly on SIGINT only; SIGTERM goes the same way.
     previous = signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
@@ -398,6 +431,8 @@ def search_record(
                 **{k: r.config.get(k) for k in space},
                 "val_macro_f1": (r.metrics or {}).get(cfg.sweep.metric),
                 "epochs": (r.metrics or {}).get("training_iteration", 0),
+                # Where it ran last (node, GPUs; a data-parallel trial's workers' nodes).
+                **{k: v for k, v in (r.metrics or {}).items() if k in PLACEMENT_KEYS},
                 **({"error": _last_line(r.error)} if r.error is not None else {}),
             }
             for r in grid
