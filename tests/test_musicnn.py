@@ -235,6 +235,30 @@ def test_the_probe_head_reads_the_pooled_features_through_an_mlp():
         build_model(ModelConfig(name="musicnn", head_hidden=-1), 10, 96)
 
 
+def test_a_frozen_trunk_remembers_each_windows_output_when_asked():
+    """remember_embeddings: the same logits as without, the trunk run once per distinct window
+    (whatever batch it comes in); off again, nothing is kept."""
+    model = build_model(ModelConfig(name="musicnn", pretrained="msd", freeze=True), 10, 96)
+    model.eval()
+    x = torch.rand(4, 1, 96, PATCH_FRAMES)
+    with torch.no_grad():
+        plain = model(x)
+        model.remember_embeddings(True)
+        calls = []
+        model.trunk.register_forward_hook(lambda m, i, o: calls.append(len(i[0])))
+        assert torch.allclose(model(x[:3]), plain[:3], atol=1e-5)
+        assert torch.allclose(model(x.flip(0)), plain.flip(0), atol=1e-5)
+        assert calls == [3, 1]  # the second batch ran only the window not seen before
+        model(x.to(torch.bfloat16).float())
+        assert calls[-1] == 4  # other bytes, other windows
+        model.remember_embeddings(False)
+        model(x)
+        assert calls[-1] == 4 and model._memo is None
+    unfrozen = build_model(ModelConfig(name="musicnn"), 10, 96)
+    unfrozen.remember_embeddings(True)  # a trunk that learns is never remembered
+    assert unfrozen._memo is None
+
+
 def test_random_init_and_wrong_settings():
     model = build_model(ModelConfig(name="musicnn"), 10, 128)  # any n_mels from scratch
     assert model.info["pretrained"] == "scratch"

@@ -27,6 +27,7 @@ Batch norms use TF's epsilon, 1e-3, and its moving-average momentum, 0.99 (torch
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 from pathlib import Path
 
@@ -303,6 +304,10 @@ class MusicnnClassifier(nn.Module):
         init_like_tf(self.head)
         self.frozen = freeze
         self.trunk.requires_grad_(not freeze)
+        # A frozen trunk is a fixed function of its input: the trainer may let it remember what
+        # it computed for each window (remember_embeddings), since a probe otherwise spends
+        # every epoch recomputing the same trunk outputs for a head of a few thousand weights.
+        self._memo: dict[bytes, torch.Tensor] | None = None
         self.info = {"pretrained": f"musicnn:{pretrained}" if pretrained else "scratch"}
         if freeze:
             self.info["frozen_params"] = sum(p.numel() for p in self.trunk.parameters())
@@ -314,5 +319,27 @@ class MusicnnClassifier(nn.Module):
             self.trunk.eval()
         return self
 
+    def remember_embeddings(self, on: bool = True) -> None:
+        """While on (and the trunk frozen), each distinct input window's trunk output is kept
+        and reused: a probe's epochs then cost its head alone once every window was seen. The
+        trainer turns it on for one fit (a few thousand windows: tens of MB); prediction never
+        does, so a long-running server's memory stays flat. Off drops what was kept."""
+        self._memo = {} if on and self.frozen else None
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 1, n_mels, frames) model input → what the head reads, (B, features)."""
+        if self._memo is None:
+            return self.trunk(x.squeeze(1).transpose(1, 2))[self.embedding]
+        # Keyed by the window's exact bytes: a frozen trunk in inference mode maps equal
+        # windows to equal outputs, whatever the batch they arrive in.
+        raw = x.detach().cpu().contiguous().reshape(len(x), -1).view(torch.uint8)  # any dtype
+        keys = [hashlib.blake2b(row.numpy().tobytes(), digest_size=16).digest() for row in raw]
+        new = [i for i, key in enumerate(keys) if key not in self._memo]
+        if new:
+            with torch.no_grad():
+                out = self.trunk(x[new].squeeze(1).transpose(1, 2))[self.embedding]
+            self._memo.update(zip((keys[i] for i in new), out.detach()))
+        return torch.stack([self._memo[key] for key in keys])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.trunk(x.squeeze(1).transpose(1, 2))[self.embedding])
+        return self.head(self.embed(x))
