@@ -338,7 +338,7 @@ class MusicnnClassifier(nn.Module):
         if new:
             with torch.no_grad():
                 out = self.trunk(x[new].squeeze(1).transpose(1, 2))[self.embedding]
-            self._memo.update(zip((keys[i] for i in new), out.detach()))
+            self._memo.update(zip((keys[i] for i in new), out.detach(), strict=True))
         return torch.stack([self._memo[key] for key in keys])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
