@@ -202,3 +202,47 @@ def test_overrides_in_the_docs_are_real_config_keys():
     assert overrides, "docs/cluster.md shows no sweep overrides"
     for text in overrides:
         load_config(ROOT / "ablations" / "e2.yaml", [text])  # ConfigError on a wrong key
+
+
+# ---------------------------------------------------------------------------------------------
+# cluster-local.yaml: the same path on a lab's own machines (Ray's local node provider)
+
+LOCAL_YAML = ROOT / "cluster-local.yaml"
+
+
+@pytest.fixture(scope="module")
+def local_raw() -> dict:
+    return yaml.safe_load(LOCAL_YAML.read_text())
+
+
+def test_local_provider_config_is_accepted_by_ray(local_raw: dict):
+    cfg = copy.deepcopy(local_raw)
+    cfg["provider"].update(head_ip="10.0.0.10", worker_ips=["10.0.0.11", "10.0.0.12"])
+    prepared = prepare_config(cfg)
+    validate_config(prepared)
+    assert prepared["provider"]["type"] == "local"
+    # One node type for the listed machines; all of them started, none created.
+    (node_type,) = prepared["available_node_types"].values()
+    assert node_type["min_workers"] == node_type["max_workers"] == prepared["max_workers"] == 2
+    placeholders = re.findall(r"REPLACE\S*", LOCAL_YAML.read_text())
+    assert placeholders, "the machines' addresses and the SSH user are for the lab to fill in"
+
+
+def test_local_nodes_install_this_repo_and_start_ray_on_shared_storage(local_raw: dict):
+    assert local_raw["file_mounts"]["~/mgc"] == "."
+    assert ".gitignore" in local_raw["rsync_filter"]
+    setup = "\n".join(local_raw["setup_commands"])
+    assert "bash setup.sh" in setup and f"test -d {SHARED}" in setup
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        cmds = local_raw[key]
+        start = " ".join(cmds[1:])
+        # Ray from the repo's own .venv (the pinned version), mgc's paths on the shared folder,
+        # token authentication on.
+        assert "~/mgc/.venv/bin/ray start" in start
+        for name, value in {**ENV, "RAY_AUTH_MODE": "token"}.items():
+            assert f"{name}={value}" in start, f"{key}: {name}"
+        for cmd in cmds:
+            out = subprocess.run(["bash", "-n", "-c", cmd], capture_output=True, text=True)
+            assert out.returncode == 0, f"{key}: {cmd!r}: {out.stderr}"
+    # The dashboard stays on the head's loopback (reached through `ray dashboard`).
+    assert "--dashboard-host=127.0.0.1" in " ".join(local_raw["head_start_ray_commands"])
