@@ -14,6 +14,7 @@ import os
 import sys
 from pathlib import Path
 
+from mgc.core.cli import add_reject_option
 from mgc.serve.bot.core import TELEGRAM_API
 from mgc.serve.bot.tokens import (
     TOKEN_ENV,
@@ -54,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=int, default=2, metavar="N", help="files classified at once (default 2)"
     )
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    add_reject_option(p)
     p.add_argument(
         "--api-server",
         default=TELEGRAM_API,
@@ -95,14 +97,19 @@ def serve(args: argparse.Namespace, token: str, username: str) -> int:
     from mgc.core.device import choose_fast_path, select_device
     from mgc.models.bundle import load_bundle
     from mgc.serve.bot.app import BotSettings, GenreBot, GenreService, build_application
-    from mgc.serve.predict import BUNDLED_MODEL
+    from mgc.serve.predict import BUNDLED_MODEL, UsageError, reject_threshold
 
     bundle_path = Path(args.model) if args.model else BUNDLED_MODEL
     bundle = load_bundle(bundle_path)
+    try:
+        reject_below = reject_threshold(args.reject_below, bundle, bundle_path)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     fast = choose_fast_path(select_device(args.device))
     # Each worker's own torch threads: together they should not outnumber the cores.
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.workers))
-    service = GenreService(bundle, bundle_path, args.workers, fast)
+    service = GenreService(bundle, bundle_path, args.workers, fast, reject_below)
     settings = BotSettings(per_minute=args.per_minute)
     app = build_application(token, GenreBot(service, settings), args.api_server)
     log.info("@%s ready with model %s (%s)", username, service.model_id, ", ".join(bundle.genres))

@@ -22,6 +22,7 @@ from mgc.serve.predict import (
     output_format,
     predict_local,
     predict_ray,
+    reject_threshold,
     render,
 )
 
@@ -42,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
         bundle_path = Path(args.model) if args.model else BUNDLED_MODEL
         bundle = load_bundle(bundle_path)
         opts.top_k = min(opts.top_k, len(bundle.genres))
+        try:
+            opts.reject_below = reject_threshold(args.reject_below, bundle, bundle_path)
+        except UsageError as exc:
+            parser.error(str(exc))
         if args.ray:
             rows = list(predict_ray(files, bundle_path, opts))
         else:

@@ -12,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from mgc.core.cli import add_reject_option
 from mgc.serve.web.core import MAX_UPLOAD_MB, has_bundle, missing_model_message
 
 APP = Path(__file__).resolve().parent / "serve" / "web" / "app.py"
@@ -23,10 +24,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m mgc.web", description=__doc__.splitlines()[0])
     p.add_argument("--model", help="a bundle folder or run folder (default: the bundled model)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
+    add_reject_option(p)
     return p
 
 
-def streamlit_args(model: Path, port: int) -> list[str]:
+def streamlit_args(model: Path, port: int, reject: str | None = None) -> list[str]:
     """The `streamlit` command line (without the program name) that serves the page."""
     return [
         "run",
@@ -44,6 +46,7 @@ def streamlit_args(model: Path, port: int) -> list[str]:
         "--",
         "--model",
         str(model),
+        *(["--reject-below", reject] if reject is not None else []),
     ]
 
 
@@ -64,7 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     from streamlit.web import cli as streamlit_cli
 
     # Click's entry point ends the process itself (SystemExit with Streamlit's status).
-    streamlit_cli.main(args=streamlit_args(model.resolve(), args.port), prog_name="streamlit")
+    streamlit_cli.main(
+        args=streamlit_args(model.resolve(), args.port, args.reject_below), prog_name="streamlit"
+    )
     return 0
 
 

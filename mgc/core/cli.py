@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import signal
 import sys
 import threading
@@ -20,6 +21,23 @@ def config_and_overrides(config: str | None, overrides: list[str]) -> tuple[str 
     if config and "=" in config and not config.endswith((".yaml", ".yml")):
         return None, [config, *overrides]
     return config, list(overrides)
+
+
+# What `--reject-below` given without a number means: the threshold stored in the model bundle.
+REJECT_WITH_MODEL = "model"
+
+
+def add_reject_option(parser: argparse.ArgumentParser) -> None:
+    """`--reject-below [P]`, shared by mgc.predict, mgc.web and mgc.bot (resolved against the
+    model by mgc.serve.predict.reject_threshold)."""
+    parser.add_argument(
+        "--reject-below",
+        nargs="?",
+        const=REJECT_WITH_MODEL,
+        metavar="P",
+        help='answer "none of the ten" when the top calibrated score is below P (without P: '
+        "the threshold the model was calibrated with, see mgc.calibrate)",
+    )
 
 
 def _disconnect_ray() -> None:

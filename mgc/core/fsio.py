@@ -71,3 +71,23 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def staged_folder(out: str | Path, replace: bool = False) -> Iterator[Path]:
+    """Yield an empty folder beside `out` to fill; when the block completes it becomes `out`
+    (replacing an existing one only with `replace`), so a reader never sees half of it. If the
+    block raises, the staging folder is removed and `out` is left as it was."""
+    import shutil
+    import tempfile
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        yield staging
+        if replace and out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -1,15 +1,20 @@
-"""Model bundle: classifier + label map + feature and chunk settings, loadable by one function."""
+"""Model bundle: classifier + label map + feature and chunk settings, loadable by one function.
+
+A calibrated bundle's bundle.json also holds `calibration` (written by `mgc.calibrate`): the
+temperature its track scores are scaled by, and the top score under which it answers "none of the
+ten"; bundles without it load with temperature 1 and no threshold."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
+import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mgc.core.config import ChunkConfig, FeatureConfig, ModelConfig
-from mgc.core.fsio import atomic_write
+from mgc.core.config import ChunkConfig, ConfigError, FeatureConfig, ModelConfig
+from mgc.core.fsio import atomic_write, staged_folder
 from mgc.data.datasets import read_label_map, write_label_map
 from mgc.models.adapter import Classifier, load_classifier
 
@@ -24,6 +29,21 @@ class Bundle:
     chunks: ChunkConfig
     model_cfg: ModelConfig
     info: dict[str, Any]
+    # What `calibration` in bundle.json says: {"temperature", "reject_below", and how they were
+    # fitted}; {} for an uncalibrated bundle.
+    calibration: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def temperature(self) -> float:
+        """Track scores are softmax(log(p) / temperature); 1 for an uncalibrated bundle."""
+        return float(self.calibration.get("temperature", 1.0))
+
+    @property
+    def reject_below(self) -> float | None:
+        """The top calibrated score under which the answer is "none of the ten", chosen on
+        validation; None when the bundle has none."""
+        value = self.calibration.get("reject_below")
+        return None if value is None else float(value)
 
     @property
     def model(self) -> Any:
@@ -67,6 +87,10 @@ def load_bundle(path: str | Path, map_location: str = "cpu") -> Bundle:
     model_cfg = ModelConfig(**meta["model"])
     features = FeatureConfig(**meta["features"])
     classifier = load_classifier(path, model_cfg, len(genres), features.n_mels, map_location)
+    calibration = meta.get("calibration") or {}
+    temperature = calibration.get("temperature", 1.0)
+    if not isinstance(temperature, (int, float)) or not temperature > 0:
+        raise ConfigError(f"{meta_file}: calibration.temperature must be a positive number")
     return Bundle(
         classifier,
         genres,
@@ -74,4 +98,31 @@ def load_bundle(path: str | Path, map_location: str = "cpu") -> Bundle:
         ChunkConfig(**meta["chunks"]),
         model_cfg,
         meta.get("info", {}),
+        calibration,
     )
+
+
+def bundle_folder(path: str | Path) -> Path:
+    """The folder holding bundle.json: `path` itself or its `bundle/` (a run folder)."""
+    path = Path(path)
+    return path / BUNDLE_DIR if (path / BUNDLE_DIR).is_dir() else path
+
+
+def write_calibrated(
+    source: str | Path, out: str | Path, calibration: dict[str, Any], extra: dict[str, str]
+) -> Path:
+    """A new bundle folder `out`: `source`'s bundle files with `calibration` in its bundle.json,
+    plus `extra` files (name → text, e.g. a config and a model card). `out` must not exist: a
+    user's bundle is never changed in place. Built beside `out` and renamed into place, so a
+    reader never sees half a bundle."""
+    src, out = bundle_folder(source), Path(out)
+    if out.exists():
+        raise ConfigError(f"{out}: exists; choose a new folder for the calibrated bundle")
+    with staged_folder(out) as staging:
+        shutil.copytree(src, staging, dirs_exist_ok=True)
+        meta = json.loads((staging / "bundle.json").read_text())
+        meta["calibration"] = calibration
+        atomic_write(staging / "bundle.json", json.dumps(meta, indent=2, default=str) + "\n")
+        for name, text in extra.items():
+            atomic_write(staging / name, text)
+    return out

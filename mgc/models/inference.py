@@ -1,5 +1,8 @@
 """Model input → probabilities, the one way: a classifier's chunk probabilities, averaged per
-track. Evaluation (from the feature cache) and prediction (from an audio file) both end here."""
+track. Evaluation (from the feature cache) and prediction (from an audio file) both end here.
+
+A bundle calibrated on validation (`mgc.calibrate`) carries a temperature; `Predictor` applies it
+to the track's mean probabilities (`calibrate`), so the scores it reports are calibrated ones."""
 
 from __future__ import annotations
 
@@ -49,17 +52,31 @@ def track_probabilities(
     return tracks, sums / counts[:, None]
 
 
+def calibrate(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """Temperature scaling of probabilities along the last axis: softmax(log(p) / T). T > 1
+    softens over-confident scores, T < 1 sharpens; T = 1 returns `probs` as they are. The top
+    genre never changes."""
+    probs = np.asarray(probs, dtype=np.float64)
+    if temperature == 1.0:
+        return probs
+    logits = np.log(np.clip(probs, 1e-12, None)) / temperature
+    logits -= logits.max(axis=-1, keepdims=True)
+    scaled = np.exp(logits)
+    return scaled / scaled.sum(axis=-1, keepdims=True)
+
+
 @dataclass
 class Prediction:
     """One track's genre probabilities and the per-window ones they average."""
 
-    probabilities: np.ndarray  # (n_classes,)
-    chunk_probabilities: np.ndarray  # (n_windows, n_classes)
+    probabilities: np.ndarray  # (n_classes,), calibrated by the bundle's temperature
+    chunk_probabilities: np.ndarray  # (n_windows, n_classes), the model's own (uncalibrated)
     windows: list[tuple[float, float]]  # (start, end) seconds of each window
     duration_s: float
     padded: bool  # shorter than one window: padded up to it
     genres: list[str] = field(default_factory=list)
     peak: float = 0.0  # largest absolute sample: how loud the loudest moment was
+    temperature: float = 1.0  # what `probabilities` were calibrated with (segments use it too)
 
 
 class Predictor:
@@ -100,13 +117,14 @@ class Predictor:
         duration = n_samples / self.bundle.features.sample_rate
         seconds = self.frontend.seconds
         return Prediction(
-            probabilities=track[0],
+            probabilities=calibrate(track[0], self.bundle.temperature),
             chunk_probabilities=chunk_probs,
             windows=[(seconds(a), min(seconds(b), duration)) for a, b in windows],
             duration_s=duration,
             padded=padded,
             genres=list(self.bundle.genres),
             peak=peak,
+            temperature=self.bundle.temperature,
         )
 
     def predict_wave(self, wave: np.ndarray) -> Prediction:

@@ -285,6 +285,14 @@ def serving_contract(bundle: Bundle) -> dict[str, Any]:
                 "population std",
             },
             "aggregate": "a track's probabilities are the mean of its windows' probabilities",
+            "calibrate": {
+                "temperature": bundle.temperature,
+                "formula": "track scores = softmax(log(track probabilities) / temperature); "
+                "1 leaves them as they are",
+                "reject_below": bundle.reject_below,
+                "reject": 'answer "none of the ten" when the top track score is below '
+                "reject_below (null: no threshold was fitted; see mgc.calibrate)",
+            },
         },
     }
 
@@ -320,6 +328,12 @@ def _readme(contract: dict[str, Any], exported: Path, fmt: str) -> str:
         "6. normalise: "
         + (norm["formula"] if norm["enabled"] else "none (the bundle was trained without it)"),
         f"7. {p['aggregate']}",
+        f"8. calibrate: {p['calibrate']['formula']}, temperature {p['calibrate']['temperature']:g}"
+        + (
+            f"; {p['calibrate']['reject']}, reject_below {p['calibrate']['reject_below']:g}"
+            if p["calibrate"]["reject_below"] is not None
+            else ""
+        ),
         "",
         f"In Python, {contract['frontend']}.",
         "Every number above is also in the .json file beside this one.",

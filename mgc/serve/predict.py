@@ -4,6 +4,10 @@ Each file goes through the bundle's own path (decode, log-mel, windows, model, m
 window probabilities), streamed a segment at a time so hour-long files fit in a bounded amount
 of memory. A file that cannot be used gets one line on stderr and an `error` row; the others go
 on. Exit status: 0 when every file was classified, 1 when some were not, 2 on bad usage.
+
+Scores are the bundle's calibrated ones (`mgc.calibrate`; an uncalibrated bundle's are the mean
+window probabilities). With a rejection threshold (`--reject-below`) a file whose top score is
+below it is answered "none of the ten", its scores still listed.
 """
 
 from __future__ import annotations
@@ -22,10 +26,11 @@ import numpy as np
 import pandas as pd
 
 from mgc.core.audio import AUDIO_EXTENSIONS, AudioError, looks_like_audio
+from mgc.core.cli import REJECT_WITH_MODEL, add_reject_option
 from mgc.core.device import choose_fast_path, select_device
 from mgc.data.datasets import printable
 from mgc.models.bundle import Bundle, load_bundle
-from mgc.models.inference import Prediction, Predictor
+from mgc.models.inference import Prediction, Predictor, calibrate
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +39,8 @@ BUNDLED_MODEL = Path(__file__).resolve().parents[1] / "bundled" / "gtzan"
 # Below this peak level a file is called silent: nothing a genre model could say is meaningful.
 SILENCE_PEAK = 10 ** (-60 / 20)  # -60 dBFS
 PROGRESS_MIN_FILES = 4
+# The answer for a file whose top calibrated score is below the rejection threshold.
+NONE_OF_THE_TEN = "none of the ten"
 
 
 class UsageError(ValueError):
@@ -99,7 +106,11 @@ def segment_rows(
             spans.append((start, end, pred.chunk_probabilities[inside].mean(axis=0)))
             start += hop
     return [
-        {"start": round(a, 3), "end": round(b, 3), "top": top_labels(p, pred.genres, top_k)}
+        {
+            "start": round(a, 3),
+            "end": round(b, 3),
+            "top": top_labels(calibrate(p, pred.temperature), pred.genres, top_k),
+        }
         for a, b, p in spans
     ]
 
@@ -110,6 +121,8 @@ class Options:
     segments: bool = False
     window_s: float | None = None
     hop_s: float | None = None
+    # Below this top score the answer is "none of the ten"; None: always the top genre.
+    reject_below: float | None = None
 
 
 def predict_one(predictor: Predictor, path: Path, model_id: str, opts: Options) -> dict[str, Any]:
@@ -131,6 +144,10 @@ def predict_one(predictor: Predictor, path: Path, model_id: str, opts: Options) 
         window = predictor.frontend.seconds(predictor.frontend.windowing.window)
         row["note"] = f"shorter than one {window:g} s window: padded"
     row["top_k"] = top_labels(pred.probabilities, pred.genres, opts.top_k)
+    if opts.reject_below is not None:
+        top = row["top_k"][0]
+        row["answer"] = NONE_OF_THE_TEN if top["score"] < opts.reject_below else top["label"]
+        row["reject_below"] = opts.reject_below
     row["probabilities"] = {
         g: round(float(p), 6) for g, p in zip(pred.genres, pred.probabilities, strict=True)
     }
@@ -141,6 +158,28 @@ def predict_one(predictor: Predictor, path: Path, model_id: str, opts: Options) 
 
 def model_id(bundle: Bundle, path: Path) -> str:
     return str(bundle.info.get("model_id") or path.resolve().name)
+
+
+def reject_threshold(value: str | None, bundle: Bundle, path: Path) -> float | None:
+    """The rejection threshold `--reject-below` asks for: None when not given; the bundle's own
+    (chosen on validation by `mgc.calibrate`) when given without a number; else the number, a
+    probability. Raises UsageError naming the bundle when it has no threshold to give."""
+    if value is None:
+        return None
+    if value == REJECT_WITH_MODEL:
+        if bundle.reject_below is None:
+            raise UsageError(
+                f"{path}: this model has no rejection threshold; give one (--reject-below 0.5) "
+                "or calibrate it first: python -m mgc.calibrate MODEL --out NEW_FOLDER"
+            )
+        return bundle.reject_below
+    try:
+        threshold = float(value)
+    except ValueError:
+        raise UsageError(f"--reject-below: {value!r} is not a number") from None
+    if not 0.0 <= threshold <= 1.0:
+        raise UsageError("--reject-below must be a probability between 0 and 1")
+    return threshold
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,6 +242,7 @@ def predict_ray(files: list[Path], bundle_path: Path, opts: Options) -> Iterator
 def to_csv(rows: list[dict[str, Any]], genres: list[str]) -> str:
     """One row per file, a column per genre. (JSON keeps a name that is not UTF-8 exactly, as
     escaped surrogates; text formats show its odd bytes as `\\xNN`.)"""
+    rejecting = any("reject_below" in r for r in rows)
     table = pd.DataFrame(
         [
             {
@@ -211,6 +251,7 @@ def to_csv(rows: list[dict[str, Any]], genres: list[str]) -> str:
                 "duration_s": r.get("duration_s"),
                 "top_label": r["top_k"][0]["label"] if "top_k" in r else None,
                 "top_score": r["top_k"][0]["score"] if "top_k" in r else None,
+                **({"answer": r.get("answer")} if rejecting else {}),
                 **{g: r.get("probabilities", {}).get(g) for g in genres},
                 "error": r.get("error"),
             }
@@ -231,6 +272,8 @@ def to_table(rows: list[dict[str, Any]]) -> str:
             lines.append(f"{name:<{width}}  error: {r['error']}")
             continue
         tops = "  ".join(f"{t['label']} {100 * t['score']:.1f}%" for t in r["top_k"])
+        if r.get("answer") == NONE_OF_THE_TEN:
+            tops = f"{NONE_OF_THE_TEN} (best: {tops})"
         note = f"  ({r['note']})" if "note" in r else ""
         lines.append(f"{name:<{width}}  {r['duration_s']:8.1f} s  {tops}{note}")
         for seg in r.get("segments", []):
@@ -268,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--segments", action="store_true", help="also the top genres along the file")
     p.add_argument("--window-s", type=float, help="segment length in seconds (with --segments)")
     p.add_argument("--hop-s", type=float, help="segment hop in seconds (default: --window-s)")
+    add_reject_option(p)
     p.add_argument("--ray", action="store_true", help="map the files over Ray Data's workers")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     return p

@@ -10,14 +10,13 @@ from __future__ import annotations
 import json
 import shutil
 import statistics
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from mgc.core.config import ConfigError, load_config
-from mgc.core.fsio import atomic_write
+from mgc.core.fsio import atomic_write, staged_folder
 from mgc.models.bundle import BUNDLE_DIR, load_bundle
 
 CARD_JSON, CARD_MD = "model_card.json", "model_card.md"
@@ -33,13 +32,16 @@ DATA_NOTES = [
     "can fall in both training and test, which flatters test accuracy; the artist-filtered "
     "split (data.split=fault_filtered) is the honest measure.",
 ]
+UNCALIBRATED = (
+    "Scores are the mean over 3 s windows; they are not calibrated probabilities, and a "
+    "mixed-genre track gets a mixed answer (use --segments to see it along the file)."
+)
 LIMITATIONS = [
     "Ten genres only; anything else (electronic, folk, metalcore, K-pop, speech) is forced "
     "into the nearest of the ten.",
     "Trained on 30 s excerpts of late-1990s recordings; modern production, live recordings "
     "and low-fidelity phone captures may score differently.",
-    "Scores are the mean over 3 s windows; they are not calibrated probabilities, and a "
-    "mixed-genre track gets a mixed answer (use --segments to see it along the file).",
+    UNCALIBRATED,
     "Not for decisions about people or royalties; it is a research baseline.",
 ]
 
@@ -114,6 +116,54 @@ def model_card(model_id: str, runs: list[Path], trained_on: str | None) -> dict[
     }
 
 
+def calibrated_card(card: dict[str, Any], calibration: dict[str, Any]) -> dict[str, Any]:
+    """The card of a bundle calibrated by `mgc.calibrate`: its calibration record added, and the
+    limitation about uncalibrated scores said the way it now holds."""
+    limitation = (
+        f"Scores are the mean over windows, temperature-scaled (T = "
+        f"{calibration['temperature']:.3f}) on GTZAN validation tracks: calibrated for music like "
+        "GTZAN's ten genres, not for anything else, which still lands in one of the ten unless "
+        "the answer is allowed to be none of them (--reject-below)."
+    )
+    limitations = [limitation if x == UNCALIBRATED else x for x in card.get("limitations", [])]
+    return {**card, "calibration": calibration, "limitations": limitations}
+
+
+def calibration_lines(cal: dict[str, Any]) -> list[str]:
+    """The model card's section on calibrated scores and "none of the ten"."""
+
+    def pct(x: float) -> str:
+        return f"{100 * x:.1f} %"
+
+    parts = [p for p in ("valid", "test") if p in cal]
+    ece = "; ".join(f"{p} {cal[p]['ece_before']:.3f} → {cal[p]['ece_after']:.3f}" for p in parts)
+    lines = [
+        '## Calibrated scores and "none of the ten"',
+        "",
+        f"Track scores are temperature-scaled, softmax(log p / T) with T = "
+        f"{cal['temperature']:.3f}, fitted by the likelihood of the {cal['valid']['tracks']} "
+        f"validation tracks of the {cal.get('split', '')} split. Expected calibration error "
+        f"({cal['ece_bins']} bins): {ece}. The top genre, and so accuracy, is unchanged.",
+        "",
+        f'`--reject-below` (predict, web page, bot) answers "none of the ten" when the top '
+        f"calibrated score is below {cal['reject_below']:.3f}, chosen on validation so that at "
+        f"most {pct(cal['max_recall_loss'])} of the tracks the model names correctly lose their "
+        "answer. What it costs:",
+        "",
+        "| part | tracks answered | recall | recall with rejection | correct answers lost "
+        "| accuracy of answered |",
+        "|---|---|---|---|---|---|",
+    ]
+    for p in parts:
+        r = cal[p]["rejection"]
+        lines.append(
+            f"| {p} | {pct(r['answered'])} | {r['recall']:.3f} | "
+            f"{r['recall_with_rejection']:.3f} | {pct(r['recall_loss'])} | "
+            f"{r['accuracy_of_answered']:.3f} |"
+        )
+    return [*lines, ""]
+
+
 def _machine_text(machine: dict[str, Any] | str) -> str:
     if isinstance(machine, str):
         return machine
@@ -164,6 +214,7 @@ def render_card(card: dict[str, Any]) -> str:
         "",
         *(f"- {note}" for note in card["data"]),
         "",
+        *(calibration_lines(card["calibration"]) if "calibration" in card else []),
         "## Not good for",
         "",
         *(f"- {item}" for item in card["limitations"]),
@@ -179,9 +230,7 @@ def publish(
         raise ConfigError(f"{out}: exists; pass --force to replace it")
     card = model_card(model_id, runs, trained_on)
     # Built beside the target, then swapped in: a reader never sees half a model.
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged_folder(out, replace=True) as staging:
         shutil.copytree(runs[0] / BUNDLE_DIR, staging, dirs_exist_ok=True)
         meta = json.loads((staging / "bundle.json").read_text())
         meta["info"]["model_id"] = model_id
@@ -191,9 +240,4 @@ def publish(
         )
         atomic_write(staging / CARD_JSON, json.dumps(card, indent=2) + "\n")
         atomic_write(staging / CARD_MD, render_card(card))
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return out

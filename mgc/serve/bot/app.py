@@ -69,13 +69,19 @@ class GenreService:
     """The model, loaded once, and the threads files are classified in."""
 
     def __init__(
-        self, bundle: Bundle, bundle_path: Path, workers: int = 2, fast: FastPath | None = None
+        self,
+        bundle: Bundle,
+        bundle_path: Path,
+        workers: int = 2,
+        fast: FastPath | None = None,
+        reject_below: float | None = None,
     ):
         self.predictor = Predictor(bundle, fast)
         # Built now rather than raced for by the first two files.
         _ = self.predictor.frontend.logmel_module
         self.model_id = model_id(bundle, bundle_path)
-        self.options = Options(top_k=min(3, len(bundle.genres)))
+        # reject_below: "none of the ten" below this top score (see mgc.serve.predict).
+        self.options = Options(top_k=min(3, len(bundle.genres)), reject_below=reject_below)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mgc-bot")
 
     async def classify(self, path: Path) -> dict[str, Any]:

@@ -104,7 +104,14 @@ def format_duration(seconds: float) -> str:
 def result_text(row: dict[str, Any]) -> str:
     """What the bot answers for one `mgc.serve.predict.predict_one` row that has no `error`."""
     top = row["top_k"]
-    lines = [f"Genre: {top[0]['label']} ({100 * top[0]['score']:.1f}%)", ""]
+    if row.get("answer", top[0]["label"]) != top[0]["label"]:  # "none of the ten"
+        lines = [
+            f"Genre: none of the ten I know (closest: {top[0]['label']}, "
+            f"{100 * top[0]['score']:.1f}%, below my {100 * row['reject_below']:.0f}% bar)",
+            "",
+        ]
+    else:
+        lines = [f"Genre: {top[0]['label']} ({100 * top[0]['score']:.1f}%)", ""]
     lines.append(f"Top {len(top)}:" if len(top) > 1 else "Scores:")
     lines += [f"{i}. {t['label']}: {100 * t['score']:.1f}%" for i, t in enumerate(top, 1)]
     lines += ["", f"Length: {format_duration(row['duration_s'])}"]

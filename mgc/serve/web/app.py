@@ -28,9 +28,12 @@ TOP_COLOUR, OTHER_COLOUR = "#d1495b", "#8d99ae"
 
 
 @st.cache_resource(show_spinner="Loading the model…")
-def load_model(path: str) -> core.WebModel:
-    """Once per server process and model, shared by every visitor."""
-    return core.open_model(Path(path))
+def load_model(path: str, reject: str | None) -> core.WebModel:
+    """Once per server process and model, shared by every visitor; `reject`: the page's
+    `--reject-below` setting."""
+    model = core.open_model(Path(path))
+    model.allow_rejection(reject)
+    return model
 
 
 # ---------------------------------------------------------------------------------------------
@@ -90,10 +93,17 @@ def show_model(model: core.WebModel) -> None:
         st.markdown(f"**{model.model_id}**")
         st.markdown("\n".join(f"- {line}" for line in model.card))
         st.caption(f"Loaded from `{model.path}`")
-        st.caption(
-            "Scores are the mean of the model's window probabilities, not calibrated "
-            "confidences; music outside its genres is forced into the nearest one."
-        )
+        if model.bundle.temperature != 1.0:
+            scores = (
+                f"Scores are calibrated on validation (temperature {model.bundle.temperature:.2f})"
+            )
+        else:
+            scores = "Scores are the mean of the model's window probabilities, not calibrated"
+        if model.reject_below is None:
+            outside = "music outside its genres is forced into the nearest one."
+        else:
+            outside = f'below {100 * model.reject_below:.0f} % the answer is "none of the ten".'
+        st.caption(f"{scores}; {outside}")
 
 
 def analyse(
@@ -179,7 +189,7 @@ def main() -> None:
         st.error(core.missing_model_message(path))
         st.stop()
     try:
-        model = load_model(str(path.resolve()))
+        model = load_model(str(path.resolve()), core.reject_setting(sys.argv[1:]))
     except Exception as exc:
         # A damaged or foreign bundle: say so in one line; the details go to the server log.
         log.exception("loading the model at %s failed", path)

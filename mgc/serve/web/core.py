@@ -19,9 +19,17 @@ import numpy as np
 import pandas as pd
 
 from mgc.core.audio import AUDIO_EXTENSIONS, stream_audio
+from mgc.core.cli import add_reject_option
 from mgc.models.bundle import BUNDLE_DIR, Bundle, load_bundle
 from mgc.models.inference import Predictor
-from mgc.serve.predict import BUNDLED_MODEL, Options, model_id, predict_one
+from mgc.serve.predict import (
+    BUNDLED_MODEL,
+    NONE_OF_THE_TEN,
+    Options,
+    model_id,
+    predict_one,
+    reject_threshold,
+)
 
 # Where `python -m mgc.web` tells the page which model to serve when the page is started some
 # other way (`streamlit run mgc/web/app.py`, a hosting service): its `--model` script argument
@@ -37,14 +45,25 @@ CARD_JSON = "model_card.json"  # written by mgc.serve.publish beside the bundle
 # Which model
 
 
-def model_path(argv: Sequence[str], environ: Mapping[str, str]) -> Path:
-    """The model to serve: `--model` among the page's script arguments, else $MGC_WEB_MODEL,
-    else the bundled one. Unknown arguments are left alone (under a test runner they are its)."""
+def _script_args(argv: Sequence[str]) -> argparse.Namespace:
+    """The page's own script arguments (`--model`, `--reject-below`); unknown ones are left
+    alone (under a test runner they are its)."""
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     parser.add_argument("--model")
-    known, _ = parser.parse_known_args(list(argv))
-    chosen = known.model or environ.get(MODEL_ENV)
+    add_reject_option(parser)
+    return parser.parse_known_args(list(argv))[0]
+
+
+def model_path(argv: Sequence[str], environ: Mapping[str, str]) -> Path:
+    """The model to serve: `--model` among the page's script arguments, else $MGC_WEB_MODEL,
+    else the bundled one."""
+    chosen = _script_args(argv).model or environ.get(MODEL_ENV)
     return Path(chosen) if chosen else BUNDLED_MODEL
+
+
+def reject_setting(argv: Sequence[str]) -> str | None:
+    """`--reject-below` among the page's script arguments, as `reject_threshold` takes it."""
+    return _script_args(argv).reject_below
 
 
 def has_bundle(path: Path) -> bool:
@@ -120,6 +139,7 @@ class WebModel:
     predictor: Predictor
     model_id: str
     card: list[str]
+    reject_below: float | None = None  # "none of the ten" below this top score; None: never
     # One prediction at a time: sessions share the predictor, and two 50 MB uploads decoded at
     # once would double the memory a small server needs for no gain on its few cores.
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -141,8 +161,17 @@ class WebModel:
         timeline without overlapping (the model's own windows overlap)."""
         step = self.segment_s
         return Options(
-            top_k=min(3, len(self.bundle.genres)), segments=True, window_s=step, hop_s=step
+            top_k=min(3, len(self.bundle.genres)),
+            segments=True,
+            window_s=step,
+            hop_s=step,
+            reject_below=self.reject_below,
         )
+
+    def allow_rejection(self, setting: str | None) -> None:
+        """Answer "none of the ten" as `--reject-below` `setting` asks (see reject_threshold;
+        raises UsageError when the model has no threshold to give)."""
+        self.reject_below = reject_threshold(setting, self.bundle, self.path)
 
 
 def open_model(path: Path) -> WebModel:
@@ -210,6 +239,11 @@ def classify(model: WebModel, path: Path, shown_name: str) -> dict[str, Any]:
 
 def headline(row: dict[str, Any]) -> str:
     top = row["top_k"][0]
+    if row.get("answer") == NONE_OF_THE_TEN:
+        return (
+            f"Genre: {NONE_OF_THE_TEN} (closest: {top['label']}, {100 * top['score']:.1f} %, "
+            f"below {100 * row['reject_below']:.0f} %)"
+        )
     return f"Top genre: {top['label']} ({100 * top['score']:.1f} %)"
 
 
