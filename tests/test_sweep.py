@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mgc.core.config import ConfigError, load_config
+from mgc.core.config import ConfigError, load_config, with_params
 from mgc.data.prepare import prepare
 from mgc.report.table import COLUMNS
 from mgc.run.sweep import check_space, read_search_space
@@ -358,6 +358,24 @@ def test_asha_trial_epochs_and_the_budget_line():
     assert line.startswith("budget: no search; 3 seeds x up to 40 epochs of 100 windows (all")
     assert "early stop after 5 epochs without a better val macro-F1" in line
     assert "trial" not in line and line.endswith("~8.9 h with 2 seed(s) at a time")
+    # A frozen trunk (a probe) computes each window's features in a seed's first epoch and
+    # trains its head on them after: 3 seeds x 1 epoch of 533 s, two at a time.
+    probe_cfg = load_config(
+        None,
+        [
+            "sweep.num_samples=0",
+            "sweep.final.epochs=40",
+            "sweep.final.windows_per_track=0",
+            "model.name=musicnn",
+            "model.freeze=true",
+        ],
+    )
+    probe = Budget.of(probe_cfg, train_frames=[1293] * 10, valid_frames=[1293] * 2)
+    line = probe.describe(samples_per_s=0.2, slots=2)
+    assert "the first only: the frozen trunk's outputs are kept" in line
+    assert line.endswith("~0.2 h with 2 seed(s) at a time")
+    augmented = with_params(probe_cfg, {"train.specaugment.enabled": True})
+    assert not Budget.of(augmented, [1293] * 10, [1293] * 2).frozen_trunk  # new windows each epoch
 
 
 def test_time_spent_adds_up_across_interruptions(tmp_path: Path):

@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import nn
 
-from mgc.core.config import ConfigError, ModelConfig
+from mgc.core.config import Config, ConfigError, ModelConfig
 from mgc.models.baseline import (
     TimeAverageMLP,
     make_logreg,
@@ -63,6 +63,7 @@ _TAKES_FREEZE = frozenset({"musicnn"})
 
 __all__ = [
     "MODELS",
+    "remembers_embeddings",
     "build_model",
     "count_parameters",
     "is_sklearn",
@@ -128,3 +129,15 @@ def build_model(cfg: ModelConfig, n_classes: int, n_mels: int = 128) -> nn.Modul
         **extra,
     }
     return model
+
+
+def remembers_embeddings(cfg: Config) -> bool:
+    """Whether a fit of cfg keeps its frozen trunk's output for each window and reuses it: a
+    pretrained trunk that is frozen and inputs that repeat from epoch to epoch (no SpecAugment,
+    no chunk jitter, which would make every epoch's windows new ones)."""
+    return (
+        cfg.model.freeze
+        and cfg.model.name in _TAKES_FREEZE
+        and not cfg.train.specaugment.enabled
+        and not cfg.train.chunk_jitter
+    )

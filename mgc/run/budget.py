@@ -16,6 +16,7 @@ import torch
 
 from mgc.core.config import Config, with_params
 from mgc.core.fsio import atomic_write
+from mgc.models import remembers_embeddings
 
 SPENT_FILE = "mgc_sweep_seconds.json"
 
@@ -54,6 +55,9 @@ class Budget:
     final_windows_per_track: int = 0
     final_samples_per_epoch: int = 0
     final_patience: int = 0
+    # A frozen pretrained trunk whose inputs repeat from epoch to epoch (no SpecAugment, no
+    # jitter): a fit computes each window's trunk output once, its later epochs train the head.
+    frozen_trunk: bool = False
 
     @classmethod
     def of(cls, cfg: Config, train_frames: list[int], valid_frames: list[int]) -> Budget:
@@ -84,6 +88,7 @@ class Budget:
             final_windows_per_track=final.windows_per_track,
             final_samples_per_epoch=windows(final.windows_per_track),
             final_patience=final.early_stopping_patience,
+            frozen_trunk=remembers_embeddings(cfg),
         )
 
     @classmethod
@@ -120,7 +125,10 @@ class Budget:
         trials_at_once = max(1, min(slots, self.num_samples))
         seeds_at_once = max(1, min(slots, self.final_seeds))
         search = self.expected_trial_epochs * trial_epoch / trials_at_once
-        seeds = self.final_seeds * self.final_max_epochs * seed_epoch / seeds_at_once
+        # A frozen trunk over every window: the first epoch is the cost, the head's are seconds.
+        once = self.frozen_trunk and not self.final_windows_per_track
+        seed_epochs = 1 if once else self.final_max_epochs
+        seeds = self.final_seeds * seed_epochs * seed_epoch / seeds_at_once
         search_part = (
             f"search {self.num_samples} trials x up to {self.max_epochs} epochs of "
             f"{_windows(self.train_samples_per_epoch, self.windows_per_track)} (~{trial_epoch:.0f} s"
@@ -138,7 +146,13 @@ class Budget:
         return (
             f"budget: {search_part}{self.final_seeds} seeds x up to {self.final_max_epochs} "
             f"epochs of {_windows(self.final_samples_per_epoch, self.final_windows_per_track)} "
-            f"(~{seed_epoch:.0f} s here){patience}; validation {self.valid_samples} windows; "
+            f"(~{seed_epoch:.0f} s here"
+            + (
+                ", the first only: the frozen trunk's outputs are kept, later epochs train the head"
+                if once
+                else ""
+            )
+            + f"){patience}; validation {self.valid_samples} windows; "
             f"{samples_per_s:.3g} samples/s timed; ~{(search + seeds) / 3600:.1f} h with "
             + (f"{trials_at_once} trial(s), then " if self.num_samples else "")
             + f"{seeds_at_once} seed(s) at a time"

@@ -40,7 +40,7 @@ from mgc.data.loader import (
     random_windows,
 )
 from mgc.features.transforms import SpecAugment
-from mgc.models import build_model, is_sklearn
+from mgc.models import build_model, is_sklearn, remembers_embeddings
 from mgc.models.adapter import Classifier, SklearnClassifier, TorchClassifier
 from mgc.models.baseline import fit_logreg, pooled_features
 from mgc.models.bundle import save_bundle
@@ -529,7 +529,7 @@ def fit_torch(
     fast = fast_path(cfg.train)
     data, train_set, valid_set = load_data(cfg, data, run_dir, parallel)
     training = build_training(cfg, len(data.genres), fast)
-    if hasattr(training.model, "remember_embeddings"):  # a frozen pretrained trunk (musicnn)
+    if remembers_embeddings(cfg):  # a frozen pretrained trunk (musicnn) on repeating windows
         training.model.remember_embeddings(True)
     loop = Loop(
         cfg, training, wrap_for_steps(training.model, fast, parallel),
