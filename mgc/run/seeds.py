@@ -152,7 +152,7 @@ def run_seeds(
     # node: a lost worker node takes its seeds (which Ray runs again), never the progress.
     sink = (
         ray.remote(num_cpus=0)(ProgressSink)
-        .options(scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=True))
+        .options(scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False))
         .remote()
     )
     refs = {

@@ -93,6 +93,21 @@ TRIAL_LOG = "train_log.csv"
 PLACEMENT_KEYS = ("node_id", "gpu_ids", "worker_nodes")
 
 
+def experiment_path(cfg: Config) -> Path:
+    """The sweep's Tune experiment folder, in sweep.storage_path (storage every node sees)."""
+    return Path(cfg.sweep.storage_path).resolve() / f"mgc-{cfg.experiment.name}"
+
+
+def trial_folder(cfg: Config) -> Path:
+    """The calling trial's own folder in the sweep's storage, where its `run/` goes (log, working
+    checkpoints; a data-parallel trial's Ray Train storage too). Not Tune's trial directory
+    (`get_trial_dir`): that is a staging folder on the node the trial runs on, synced to storage
+    only from the driver's node, so on any other node of a cluster its files would stay there."""
+    from ray import tune
+
+    return experiment_path(cfg) / Path(tune.get_context().get_trial_dir()).name
+
+
 def _trial(params: dict[str, Any], cfg: Config) -> None:
     """One Tune trial: `fit` with this trial's parameters, one report per epoch.
 
@@ -103,7 +118,7 @@ def _trial(params: dict[str, Any], cfg: Config) -> None:
 
     from mgc.run.train import fit
 
-    run_dir = Path(tune.get_context().get_trial_dir()) / "run"
+    run_dir = trial_folder(cfg) / "run"
     ckpt_dir = run_dir / "checkpoints"
     where = placement()  # each report says where the trial ran (a retry may move it)
     checkpoint = tune.get_checkpoint()
@@ -153,13 +168,12 @@ def _ddp_worker(loop_config: dict[str, Any]) -> None:
 
 def _ddp_trial(params: dict[str, Any], cfg: Config) -> None:
     """A trial that trains over several Ray Train workers (several GPUs) and reports to Tune."""
-    from ray import tune
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
     res = cfg.sweep.resources
-    trial_dir = Path(tune.get_context().get_trial_dir())
+    trial_dir = trial_folder(cfg)
     trainer = TorchTrainer(
         _ddp_worker,
         train_loop_config={"cfg": cfg, "params": params, "run_dir": str(trial_dir / "run")},
@@ -291,6 +305,9 @@ def make_tuner(cfg: Config, space: dict[str, dict[str, list]], resume: bool, cal
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
+    exp_path = experiment_path(cfg)
+    # Absolute, as the trials (in working folders of their own) find their folders from it.
+    cfg = with_params(cfg, {"sweep.storage_path": str(exp_path.parent)})
     res = cfg.sweep.resources
     if res.workers_per_trial > 1:  # the trial only coordinates; its workers hold the resources
         trainable = tune.with_resources(tune.with_parameters(_ddp_trial, cfg=cfg), {"CPU": 0.1})
@@ -299,8 +316,6 @@ def make_tuner(cfg: Config, space: dict[str, dict[str, list]], resume: bool, cal
             tune.with_parameters(_trial, cfg=cfg),
             {"CPU": res.cpus_per_trial, "GPU": res.gpus_per_trial},
         )
-    storage = str(Path(cfg.sweep.storage_path).resolve())
-    exp_path = Path(storage) / f"mgc-{cfg.experiment.name}"
     if resume and tune.Tuner.can_restore(str(exp_path)):
         log.info("resuming %s", exp_path)
         return tune.Tuner.restore(str(exp_path), trainable=trainable, resume_errored=True)
@@ -324,7 +339,7 @@ def make_tuner(cfg: Config, space: dict[str, dict[str, list]], resume: bool, cal
         ),
         run_config=tune.RunConfig(
             name=exp_path.name,
-            storage_path=storage,
+            storage_path=cfg.sweep.storage_path,
             callbacks=callbacks,
             failure_config=tune.FailureConfig(max_failures=cfg.sweep.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
@@ -340,14 +355,13 @@ def retry_note(max_failures: int):
     class RetryNote(tune.Callback):
         def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             last = trial.last_result or {}
-            error = trial.get_error()
             epoch = int(last.get("training_iteration", 0))
             log.warning(
                 "trial %s failed on node %s after epoch %d (%s): retry %d of %d, %s",
                 trial.trial_id,
                 str(last.get("node_id", "?"))[:8],
                 epoch,
-                _last_line(error)[:160] if error is not None else "no error recorded",
+                _last_error(trial.error_file),
                 trial.num_failures,
                 max_failures,
                 f"from its epoch-{epoch} checkpoint" if epoch else "from the start",
@@ -487,7 +501,14 @@ def write_row(
     return summary
 
 
-def _last_line(error: BaseException) -> str:
+def _last_error(error_file: str | None) -> str:
+    """The last line of a trial's error.txt (Tune writes it on the driver before it retries)."""
+    path = Path(error_file) if error_file else None
+    text = path.read_text(errors="replace") if path is not None and path.is_file() else ""
+    return _last_line(text)[:200] if text.strip() else "no error recorded"
+
+
+def _last_line(error: BaseException | str) -> str:
     lines = [line for line in str(error).splitlines() if line.strip()]
     return lines[-1].strip() if lines else type(error).__name__
 
