@@ -24,14 +24,18 @@ def write_audio(path: Path, wave: np.ndarray, sr: int = SR, **kwargs) -> Path:
     return path
 
 
-@pytest.fixture
-def synth_dataset(tmp_path: Path) -> Path:
-    """Three genres × four 4-second clips; each genre has its own pitch range."""
-    root = tmp_path / "ds"
+def write_synth_dataset(root: Path) -> Path:
+    """Three genres × four 4-second clips in `root`; each genre has its own pitch range."""
     for g, base in (("blues", 220.0), ("metal", 880.0), ("pop", 3520.0)):
         for i in range(4):
             write_audio(root / g / f"{g}.{i:05d}.wav", tone(base * (1 + 0.05 * i), 4.0, seed=i))
     return root
+
+
+@pytest.fixture
+def synth_dataset(tmp_path: Path) -> Path:
+    """Three genres × four 4-second clips; each genre has its own pitch range."""
+    return write_synth_dataset(tmp_path / "ds")
 
 
 def gtzan_dir() -> Path | None:
@@ -69,10 +73,7 @@ def trained_run(tmp_path_factory) -> tuple[Path, Path]:
     from mgc.run.train import fit
 
     tmp = tmp_path_factory.mktemp("infer")
-    root = tmp / "ds"
-    for g, base in (("blues", 220.0), ("metal", 880.0), ("pop", 3520.0)):
-        for i in range(4):
-            write_audio(root / g / f"{g}.{i:05d}.wav", tone(base * (1 + 0.05 * i), 4.0, seed=i))
+    root = write_synth_dataset(tmp / "ds")
     cfg = load_config(
         None,
         [

@@ -155,8 +155,11 @@ def run_seeds(
         .options(scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False))
         .remote()
     )
+    # Named by seed: the dashboard and Ray's state API show which node trains which seed.
     refs = {
-        task.remote(cfg, seed, str(dirs[seed].resolve()), sink, starts[seed]): seed
+        task.options(name=f"seed_{seed}").remote(
+            cfg, seed, str(dirs[seed].resolve()), sink, starts[seed]
+        ): seed
         for seed, cfg in cfgs.items()
     }
     progress = SeedProgress(starts, max(c.train.epochs for c in cfgs.values()))
