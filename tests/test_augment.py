@@ -226,3 +226,23 @@ def test_loader_holds_copies_for_training_only_and_epochs_draw_among_them(
 
 def test_every_condition_has_its_place_in_the_order():
     assert sorted(APPLY_ORDER) == sorted(AUGMENT_CONDITIONS)
+
+
+def test_a_run_trains_on_the_copies(synth_dataset: Path, tmp_path: Path):
+    from mgc.run.train import fit
+
+    cfg = cfg_for(
+        synth_dataset,
+        tmp_path / "cache",
+        "augment.copies=1",
+        "chunks.window_s=1.0",
+        "model.name=cnn4",
+        "model.width=8",
+        "train.epochs=2",
+        "train.threads=1",
+        "train.amp=off",
+    )
+    prepare(cfg, use_ray=False)
+    run = fit(cfg, run_dir=tmp_path / "run")
+    assert run.metrics["epochs_run"] == 2 and (tmp_path / "run" / "train_log.csv").is_file()
+    assert load_config(tmp_path / "run" / "config.yaml").augment.copies == 1
