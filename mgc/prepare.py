@@ -38,6 +38,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{result.reused} from cache, {result.failed} skipped; {result.seconds:.1f} s "
             f"({rate:.1f} tracks/s computed) + Ray start {result.ray_seconds:.1f} s"
         )
+        if cfg.augment.copies:
+            print(
+                f"augmented copies: {result.copies} made ({cfg.augment.copies} per training "
+                "track; those already stored were kept)"
+            )
         for e in result.bad:
             print(f"  skipped {printable(e.error or '')}")  # older manifests: raw names
         for path, why in result.ignored:
