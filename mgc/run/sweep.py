@@ -111,9 +111,11 @@ def trial_folder(cfg: Config) -> Path:
 def _trial(params: dict[str, Any], cfg: Config) -> None:
     """One Tune trial: `fit` with this trial's parameters, one report per epoch.
 
-    Each checkpoint carries the trial's train_log.csv, so a trial restored on another worker or
-    after --resume gets its earlier epochs' rows back with its weights (its working folder starts
-    empty there). Checkpoints are pruned once the search has ended (`prune_trials`)."""
+    Its working folder (`trial_folder`/run) is in the sweep's storage. Each checkpoint carries
+    the trial's train_log.csv, so a trial restored from one (on another node, after --resume)
+    gets that epoch's log back with its weights, whatever the folder held after it; a trial that
+    starts with no checkpoint starts from an empty folder. Checkpoints are pruned once the search
+    has ended (`prune_trials`)."""
     from ray import tune
 
     from mgc.run.train import fit
@@ -122,7 +124,9 @@ def _trial(params: dict[str, Any], cfg: Config) -> None:
     ckpt_dir = run_dir / "checkpoints"
     where = placement()  # each report says where the trial ran (a retry may move it)
     checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:  # a retried or resumed trial continues where it stopped
+    if checkpoint is None:  # a first start, or a retry before any checkpoint: from nothing
+        shutil.rmtree(run_dir, ignore_errors=True)
+    else:  # a retried or resumed trial continues where it stopped
         with checkpoint.as_directory() as src:
             shutil.copytree(src, ckpt_dir, dirs_exist_ok=True)
         if (ckpt_dir / TRIAL_LOG).exists():
