@@ -49,7 +49,14 @@ def test_a_seed_reports_its_epochs_without_waiting_on_ray(monkeypatch, tmp_path:
 
     monkeypatch.setattr("mgc.run.train.fit", fake_fit)
     monkeypatch.setattr(ray, "get", no_get)
-    assert train_seed("cfg", 4, str(tmp_path), sink) == {"seed": "cfg"}
+    # Where it ran comes from Ray's runtime context (a Ray that an earlier test left running
+    # in this process would give its own node): fixed here, and carried into the metrics.
+    monkeypatch.setattr("mgc.run.seeds.placement", lambda: {"node_id": "n1", "gpu_ids": ""})
+    assert train_seed("cfg", 4, str(tmp_path), sink) == {
+        "seed": "cfg",
+        "node_id": "n1",
+        "gpu_ids": "",
+    }
     assert sent == [
         {"seed": 4, "epoch": 1, "val_macro_f1": 0.5, "best": 0.5},
         {"seed": 4, "epoch": 2, "val_macro_f1": 0.6, "best": 0.6},
