@@ -37,6 +37,17 @@ LOOPBACK = "127.0.0.1"
 MARK = "mgc_test_node_"  # each node's own custom resource: mgc_test_node_<name>
 
 
+def listens(port: int, proc: subprocess.Popen, timeout: float) -> bool:
+    """Whether `proc` listens on 127.0.0.1:`port` within `timeout` s (False once it exits)."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return True
+        time.sleep(0.2)
+    return False
+
+
 def free_port() -> int:
     """A TCP port nobody listens on at this moment, on the loopback."""
     with socket.socket() as s:

@@ -19,7 +19,6 @@ import importlib.util
 import json
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -29,7 +28,7 @@ from pathlib import Path
 import pytest
 from browser import free_port
 from conftest import write_synth_dataset
-from raynodes import RAY, RayNodes
+from raynodes import RAY, RayNodes, listens
 from test_sweep_crash import log_epochs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,13 +73,8 @@ def s3() -> Iterator[dict[str, str]]:
 
 
 def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while proc.poll() is None and time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise RuntimeError(f"moto_server did not listen on port {port}")
+    if not listens(port, proc, timeout):
+        raise RuntimeError(f"moto_server did not listen on port {port}")
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -41,7 +40,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from raynodes import RayNodes, free_port
+from raynodes import RayNodes, free_port, listens
 
 REPO = Path(__file__).resolve().parents[1]
 LOCAL_YAML = REPO / "cluster-local.yaml"
@@ -219,13 +218,8 @@ def reach_this_venv(pw: pwd.struct_passwd) -> list[tuple[Path, bool]]:
 
 
 def wait_for_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while proc.poll() is None and time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    pytest.skip(f"sshd did not start: {log.read_text()[-1000:]}")
+    if not listens(port, proc, timeout):
+        pytest.skip(f"sshd did not start: {log.read_text()[-1000:]}")
 
 
 def kill_tree(proc: subprocess.Popen) -> None:
