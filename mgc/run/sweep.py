@@ -15,6 +15,7 @@ import os
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
 from mgc.core.cluster import init_ray, placement
 from mgc.core.config import Config, ConfigError, load_config, with_params
@@ -93,49 +94,93 @@ TRIAL_LOG = "train_log.csv"
 PLACEMENT_KEYS = ("node_id", "gpu_ids", "worker_nodes")
 
 
-def experiment_path(cfg: Config) -> Path:
+def is_uri(path: str) -> bool:
+    """A storage path pyarrow.fs resolves (s3://, gs://, file://...) rather than a folder."""
+    return "://" in path
+
+
+def storage_join(base: str, *parts: str) -> str:
+    """`base`/`parts` for a folder or a URI. A URI's query (`?endpoint_override=...`, how
+    pyarrow is told an S3-compatible server's address) stays at the end, where from_uri reads it."""
+    if not is_uri(base):
+        return str(Path(base, *parts))
+    url = urlsplit(base)
+    return urlunsplit(url._replace(path="/".join([url.path.rstrip("/"), *parts])))
+
+
+def storage_root(cfg: Config) -> str:
+    """sweep.storage_path as every process of the sweep finds it: a folder made absolute (trials
+    run in working folders of their own), a URI as written."""
+    path = cfg.sweep.storage_path
+    return path if is_uri(path) else str(Path(path).resolve())
+
+
+def experiment_name(cfg: Config) -> str:
+    return f"mgc-{cfg.experiment.name}"
+
+
+def experiment_path(cfg: Config) -> str:
     """The sweep's Tune experiment folder, in sweep.storage_path (storage every node sees)."""
-    return Path(cfg.sweep.storage_path).resolve() / f"mgc-{cfg.experiment.name}"
+    return storage_join(storage_root(cfg), experiment_name(cfg))
 
 
-def trial_folder(cfg: Config) -> Path:
-    """The calling trial's own folder in the sweep's storage, where its `run/` goes (log, working
-    checkpoints; a data-parallel trial's Ray Train storage too). Not Tune's trial directory
-    (`get_trial_dir`): that is a staging folder on the node the trial runs on, synced to storage
-    only from the driver's node, so on any other node of a cluster its files would stay there."""
-    from ray import tune
+def trial_folder(cfg: Config, trial_dir: str | None = None) -> Path:
+    """The calling trial's own local folder, where its `run/` goes (log, working checkpoints).
 
-    return experiment_path(cfg) / Path(tune.get_context().get_trial_dir()).name
+    `trial_dir` is Tune's trial directory (`get_trial_dir`, asked when not given): a staging
+    folder on the node the trial runs on, synced to storage only from the driver's node. With
+    a folder as storage the trial works in its folder there instead, so that whatever node runs
+    it next finds its files. A URI is no folder to work in: the trial stays in Tune's folder,
+    which is safe because every checkpoint carries the trial's log (`_trial`)."""
+    if trial_dir is None:
+        from ray import tune
+
+        trial_dir = tune.get_context().get_trial_dir()
+    if is_uri(cfg.sweep.storage_path):
+        return Path(trial_dir)
+    return Path(experiment_path(cfg)) / Path(trial_dir).name
+
+
+def restore_run(run_dir: Path, checkpoint: Any) -> None:
+    """A trial's run folder as its checkpoint left it: the checkpoint's files in
+    run/checkpoints and its train_log.csv in run/, whatever the folder held after it; with no
+    checkpoint (a first start, or a retry before any) an empty folder."""
+    ckpt_dir = run_dir / "checkpoints"
+    if checkpoint is None:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return
+    with checkpoint.as_directory() as src:
+        shutil.copytree(src, ckpt_dir, dirs_exist_ok=True)
+    if (ckpt_dir / TRIAL_LOG).exists():
+        shutil.copy2(ckpt_dir / TRIAL_LOG, run_dir / TRIAL_LOG)
+
+
+def log_into(ckpt: Path, run_dir: Path) -> Path:
+    """`ckpt` with the run's train_log.csv in it, so the log travels with every checkpoint."""
+    if (run_dir / TRIAL_LOG).exists():
+        shutil.copy2(run_dir / TRIAL_LOG, ckpt / TRIAL_LOG)
+    return ckpt
 
 
 def _trial(params: dict[str, Any], cfg: Config) -> None:
     """One Tune trial: `fit` with this trial's parameters, one report per epoch.
 
-    Its working folder (`trial_folder`/run) is in the sweep's storage. Each checkpoint carries
-    the trial's train_log.csv, so a trial restored from one (on another node, after --resume)
-    gets that epoch's log back with its weights, whatever the folder held after it; a trial that
-    starts with no checkpoint starts from an empty folder. Checkpoints are pruned once the search
-    has ended (`prune_trials`)."""
+    Its working folder is `trial_folder`/run. Each checkpoint carries the trial's
+    train_log.csv, so a trial restored from one (on another node, after --resume) gets that
+    epoch's log back with its weights; a trial that starts with no checkpoint starts from an
+    empty folder. Checkpoints are pruned once the search has ended (`prune_trials`)."""
     from ray import tune
 
     from mgc.run.train import fit
 
     run_dir = trial_folder(cfg) / "run"
-    ckpt_dir = run_dir / "checkpoints"
     where = placement()  # each report says where the trial ran (a retry may move it)
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is None:  # a first start, or a retry before any checkpoint: from nothing
-        shutil.rmtree(run_dir, ignore_errors=True)
-    else:  # a retried or resumed trial continues where it stopped
-        with checkpoint.as_directory() as src:
-            shutil.copytree(src, ckpt_dir, dirs_exist_ok=True)
-        if (ckpt_dir / TRIAL_LOG).exists():
-            shutil.copy2(ckpt_dir / TRIAL_LOG, run_dir / TRIAL_LOG)
+    # A retried or resumed trial continues where it stopped, a first start from nothing.
+    restore_run(run_dir, tune.get_checkpoint())
 
     def report(metrics: dict[str, Any], ckpt: Path) -> None:
-        if (run_dir / TRIAL_LOG).exists():
-            shutil.copy2(run_dir / TRIAL_LOG, ckpt / TRIAL_LOG)
-        tune.report({**metrics, **where}, checkpoint=tune.Checkpoint.from_directory(str(ckpt)))
+        checkpoint = tune.Checkpoint.from_directory(str(log_into(ckpt, run_dir)))
+        tune.report({**metrics, **where}, checkpoint=checkpoint)
 
     fit(with_params(cfg, params), report=report, run_dir=run_dir, resume=True, final_eval=False)
 
@@ -150,6 +195,13 @@ def _ddp_worker(loop_config: dict[str, Any]) -> None:
 
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
+    run_dir = Path(loop_config["run_dir"])
+    if loop_config["node_local"]:
+        # No folder shared by the ranks (URI storage): each rank works in one of its own on its
+        # node (two ranks may share a node) and starts from Ray Train's last checkpoint, kept
+        # in the storage, so that every rank resumes at the same epoch wherever it landed.
+        run_dir = run_dir if rank == 0 else run_dir.with_name(f"run-rank{rank}")
+        restore_run(run_dir, ray.train.get_checkpoint())
     where = placement()
     # Every worker's node, in rank order, with each report: where the trial's workers ran.
     nodes: list[str] = [""] * ctx.get_world_size()
@@ -157,13 +209,15 @@ def _ddp_worker(loop_config: dict[str, Any]) -> None:
     where = {**where, "worker_nodes": ",".join(nodes)}
 
     def report(metrics: dict[str, Any], ckpt_dir: Path) -> None:
-        ckpt = ray.train.Checkpoint.from_directory(str(ckpt_dir)) if rank == 0 else None
+        ckpt = None
+        if rank == 0:
+            ckpt = ray.train.Checkpoint.from_directory(str(log_into(ckpt_dir, run_dir)))
         ray.train.report({**metrics, **where}, checkpoint=ckpt)
 
     fit(
         with_params(loop_config["cfg"], loop_config["params"]),
         report=report,
-        run_dir=Path(loop_config["run_dir"]),
+        run_dir=run_dir,
         resume=True,
         parallel=Parallel(rank, ctx.get_world_size(), ray.train.torch.prepare_model),
         final_eval=False,
@@ -178,9 +232,15 @@ def _ddp_trial(params: dict[str, Any], cfg: Config) -> None:
 
     res = cfg.sweep.resources
     trial_dir = trial_folder(cfg)
+    loop_config = {
+        "cfg": cfg,
+        "params": params,
+        "run_dir": str(trial_dir / "run"),
+        "node_local": is_uri(cfg.sweep.storage_path),
+    }
     trainer = TorchTrainer(
         _ddp_worker,
-        train_loop_config={"cfg": cfg, "params": params, "run_dir": str(trial_dir / "run")},
+        train_loop_config=loop_config,
         scaling_config=ScalingConfig(
             num_workers=res.workers_per_trial,
             use_gpu=res.gpus_per_trial > 0,
@@ -191,7 +251,8 @@ def _ddp_trial(params: dict[str, Any], cfg: Config) -> None:
         ),
         run_config=RunConfig(
             name=trial_dir.name,
-            storage_path=str(trial_dir / "train"),
+            # Beside the trial's folder in the storage (the trial's own folder, for a folder).
+            storage_path=storage_join(experiment_path(cfg), trial_dir.name, "train"),
             callbacks=[TuneReportCallback()],
         ),
     )
@@ -311,7 +372,7 @@ def make_tuner(cfg: Config, space: dict[str, dict[str, list]], resume: bool, cal
 
     exp_path = experiment_path(cfg)
     # Absolute, as the trials (in working folders of their own) find their folders from it.
-    cfg = with_params(cfg, {"sweep.storage_path": str(exp_path.parent)})
+    cfg = with_params(cfg, {"sweep.storage_path": storage_root(cfg)})
     res = cfg.sweep.resources
     if res.workers_per_trial > 1:  # the trial only coordinates; its workers hold the resources
         trainable = tune.with_resources(tune.with_parameters(_ddp_trial, cfg=cfg), {"CPU": 0.1})
@@ -320,9 +381,9 @@ def make_tuner(cfg: Config, space: dict[str, dict[str, list]], resume: bool, cal
             tune.with_parameters(_trial, cfg=cfg),
             {"CPU": res.cpus_per_trial, "GPU": res.gpus_per_trial},
         )
-    if resume and tune.Tuner.can_restore(str(exp_path)):
+    if resume and tune.Tuner.can_restore(exp_path):
         log.info("resuming %s", exp_path)
-        return tune.Tuner.restore(str(exp_path), trainable=trainable, resume_errored=True)
+        return tune.Tuner.restore(exp_path, trainable=trainable, resume_errored=True)
     if resume:
         log.warning("nothing to resume at %s: starting afresh", exp_path)
     return tune.Tuner(
@@ -342,7 +403,7 @@ def make_tuner(cfg: Config, space: dict[str, dict[str, list]], resume: bool, cal
             max_concurrent_trials=cfg.sweep.max_concurrent or None,
         ),
         run_config=tune.RunConfig(
-            name=exp_path.name,
+            name=experiment_name(cfg),
             storage_path=cfg.sweep.storage_path,
             callbacks=callbacks,
             failure_config=tune.FailureConfig(max_failures=cfg.sweep.max_failures),
@@ -416,15 +477,47 @@ def prune_trials(grid) -> int:
     chosen configuration and the table reads the trials' metrics, so each trial keeps only its
     logs (Tune's result.json/progress.csv, run/train_log.csv, config), a few tens of KB, instead
     of two copies of its last checkpoint (weights and optimiser state). Returns bytes freed."""
-    freed = 0
-    for result in grid:
-        trial = Path(result.path)
-        for folder in [trial / "run" / "checkpoints", *trial.glob("checkpoint_*")]:
-            if folder.is_dir():
-                freed += sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
-                shutil.rmtree(folder)
+    freed = sum(prune_trial(result.filesystem, result.path) for result in grid)
     log.info("search ended: %.1f MB of trial checkpoints removed", freed / 1e6)
     return freed
+
+
+def prune_trial(fs: Any, trial: str) -> int:
+    """One trial folder of the storage without its checkpoints, through the storage's pyarrow
+    filesystem (a local disk or an object store, as Tune's Result gives them); its log kept
+    (`keep_trial_log`). Returns bytes freed."""
+    from pyarrow.fs import FileSelector, FileType
+
+    listed = fs.get_file_info(FileSelector(trial, allow_not_found=True))
+    checkpoints = sorted(
+        f.path
+        for f in listed
+        if f.type == FileType.Directory and f.base_name.startswith("checkpoint_")
+    )
+    keep_trial_log(fs, trial, checkpoints)
+    freed = 0
+    for folder in [f"{trial}/run/checkpoints", *checkpoints]:
+        if fs.get_file_info(folder).type != FileType.Directory:
+            continue
+        inside = fs.get_file_info(FileSelector(folder, recursive=True))
+        freed += sum(f.size for f in inside if f.type == FileType.File)
+        fs.delete_dir(folder)
+    return freed
+
+
+def keep_trial_log(fs: Any, trial: str, checkpoints: list[str]) -> None:
+    """The trial's train_log.csv as run/train_log.csv in its storage folder. With a folder as
+    storage the trial wrote it there; with a URI its run/ was node-local, and only its
+    checkpoints (`checkpoints`, oldest first) carry its log: the newest one's is copied out."""
+    from pyarrow.fs import FileType
+
+    kept = f"{trial}/run/{TRIAL_LOG}"
+    if not checkpoints or fs.get_file_info(kept).type != FileType.NotFound:
+        return
+    newest = f"{checkpoints[-1]}/{TRIAL_LOG}"
+    if fs.get_file_info(newest).type == FileType.File:
+        fs.create_dir(f"{trial}/run")
+        fs.copy_file(newest, kept)
 
 
 def search_record(

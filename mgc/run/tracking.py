@@ -1,5 +1,6 @@
 """Experiment tracking with W&B: one run per sweep trial (logged by Ray Tune's W&B callback) and
-the results table as a run of its own, all in the sweep's storage, `<storage_path>/wandb`.
+the results table as a run of its own, all in the sweep's storage, `<storage_path>/wandb`; with
+an object store as storage (a URI), in `./wandb` of the folder the sweep started in.
 
 The mode comes from `sweep.wandb` (enabled, mode); online without a WANDB_API_KEY logs offline,
 to be uploaded later with `wandb sync`. wandb and Ray's integration load only when W&B is on.
@@ -27,8 +28,12 @@ def wandb_mode(cfg: Config) -> str:
 
 
 def wandb_dir(cfg: Config) -> Path:
-    """Where this sweep's W&B runs go (offline ones wait there for `wandb sync`)."""
-    path = Path(cfg.sweep.storage_path).resolve()
+    """Where this sweep's W&B runs go (offline ones wait there for `wandb sync`): the sweep's
+    storage, or with a URI as storage the driver's working folder (W&B's own default). W&B
+    writes through local files, and every run, the trials' too, is written on the driver's
+    node (Ray's W&B callback starts its logging actors there)."""
+    storage = cfg.sweep.storage_path
+    path = Path.cwd() if "://" in storage else Path(storage).resolve()
     path.mkdir(parents=True, exist_ok=True)
     return path
 
