@@ -288,6 +288,44 @@ def ray_cli(env: dict[str, str], *args: str, timeout: float = 600) -> str:
     return out.stdout
 
 
+def rsync_both_ways(
+    env: dict[str, str], cfg_file: Path, shared: Path, tmp: Path, pw: pwd.struct_passwd
+) -> None:
+    """docs/cluster.md's transfers, with the cluster up: `ray rsync-up CONFIG FILE
+    /mnt/shared/FILE` lands the file there as the node user; a row and a table written on the
+    head (`ray exec`, as a sweep would) come back with the README's `ray rsync-down CONFIG
+    /mnt/shared/results/ ./results/`, trailing slashes and all: the folder's content in
+    ./results/, not a results/results/."""
+    archive = tmp / "genres.tar.gz"
+    archive.write_bytes(secrets.token_bytes(4096))
+    ray_cli(env, "rsync-up", str(cfg_file), str(archive), str(shared / archive.name))
+    landed = shared / archive.name
+    assert landed.read_bytes() == archive.read_bytes() and landed.stat().st_uid == pw.pw_uid
+
+    results = shared / "results"
+    write_row = (
+        f"mkdir -p {results}/E0 && id -un > {results}/E0/summary.json"
+        f" && echo '| E0 | 80.0 |' > {results}/table.md"
+    )
+    ray_cli(env, "exec", str(cfg_file), write_row)
+    local = tmp / "checkout"
+    (local / "results").mkdir(parents=True)  # a checkout's results/, as the README has it
+    out = subprocess.run(
+        [RAY, "rsync-down", str(cfg_file), f"{results}/", "./results/"],
+        cwd=local,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, f"ray rsync-down failed:\n{out.stdout[-4000:]}"
+    fetched = sorted(str(p.relative_to(local)) for p in local.rglob("*") if p.is_file())
+    assert fetched == ["results/E0/summary.json", "results/table.md"], fetched
+    assert (local / "results" / "E0" / "summary.json").read_text().strip() == USER
+    assert (local / "results" / "table.md").read_text() == "| E0 | 80.0 |\n"
+
+
 def test_ray_up_exec_down_over_ssh(tmp_path: Path):
     t0 = time.monotonic()
     pw = the_user()
@@ -428,6 +466,7 @@ def test_ray_up_exec_down_over_ssh(tmp_path: Path):
         assert "'CPU': 1.0" in resources.group(1)
         assert "'object_store_memory': 104857600.0" in resources.group(1)
         assert f"USER {USER}" in out, out[-3000:]
+        rsync_both_ways(env, cfg_file, shared, tmp, pw)
 
         before = ray_daemons(exclude_uid=pw.pw_uid)
         down = ray_cli(env, "down", "-y", str(cfg_file))
