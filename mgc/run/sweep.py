@@ -458,9 +458,8 @@ def run_trials(cfg: Config, space: dict[str, dict[str, list]], resume: bool):
     del tuner
     callbacks.clear()
     gc.collect()
-    # Ended: terminated or errored (ResultGrid's public counts); the rest were pending, running
-    # or paused when Tune stopped, and trials never created count as unfinished too.
-    ended = grid.num_terminated + grid.num_errors
+    # Trials never created count as unfinished too.
+    ended = ended_trials(grid)
     if ended < max(len(grid), cfg.sweep.num_samples):
         raise KeyboardInterrupt(
             f"{max(len(grid), cfg.sweep.num_samples) - ended} trial(s) unfinished"
@@ -470,6 +469,15 @@ def run_trials(cfg: Config, space: dict[str, dict[str, list]], resume: bool):
         raise RuntimeError(f"every trial failed; first error: {str(first).splitlines()[-1]}")
     prune_trials(grid)
     return grid
+
+
+def ended_trials(grid) -> int:
+    """How many trials of Tune's ResultGrid ended: errored, or finished (`done` in their last
+    result: they ran their epochs, or the scheduler stopped them); the rest were pending, running
+    or paused when Tune stopped. Not ResultGrid.num_terminated: Tune 2.60, stopping on a signal,
+    saves its running trials as running, then marks them terminated in the grid it returns, so a
+    search interrupted after its last trial started would pass for a finished one."""
+    return sum(r.error is not None or bool((r.metrics or {}).get("done")) for r in grid)
 
 
 def prune_trials(grid) -> int:
