@@ -9,16 +9,19 @@ logical GPU) on both worker nodes, and the row records the node of every trial a
 a trial with no CUDA behind its GPU says so in one line and trains on the CPU; a data-parallel
 trial spans two nodes; a worker node killed (kill -9 of its raylet and workers) during a trial
 or a final seed costs at most the epoch it was in; the README's `ray job submit` with the
-cluster's token; the feature cache in object storage (an S3 server on the loopback).
+cluster's token; the feature cache and the Tune state in object storage (an S3 server on the
+loopback), the latter through a SIGTERM and a --resume.
 """
 
 from __future__ import annotations
 
 import csv
 import importlib.util
+import io
 import json
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -158,14 +161,20 @@ def wait_for(what: str, ready: Callable[[], object], proc: subprocess.Popen, tmp
 
 def finish(proc: subprocess.Popen, tmp: Path) -> tuple[dict, str]:
     """The sweep's summary.json and its log, once it has ended well."""
+    text = ended(proc, tmp, 0)
+    return json.loads((tmp / "results" / "E0" / "summary.json").read_text()), text
+
+
+def ended(proc: subprocess.Popen, tmp: Path, status: int) -> str:
+    """The sweep's log, once it has ended with `status` (130: stopped, saying how to go on)."""
     try:
         proc.wait(timeout=900)
     finally:
         if proc.poll() is None:
             proc.kill()
     text = (tmp / "sweep.log").read_text()
-    assert proc.returncode == 0, text[-4000:]
-    return json.loads((tmp / "results" / "E0" / "summary.json").read_text()), text
+    assert proc.returncode == status, text[-4000:]
+    return text
 
 
 def reports(tmp: Path) -> dict[str, list[dict]]:
@@ -426,3 +435,81 @@ def test_the_feature_cache_on_object_storage(
     ] in workers
     assert all(t["epochs"] == 2 and "error" not in t for t in summary["trials"])
     assert not list(tmp_path.rglob("manifest*")) and not (tmp_path / "cache").exists()
+
+
+def test_tune_storage_on_object_storage(
+    nodes: RayNodes, shared: Path, s3: dict[str, str], tmp_path: Path
+):
+    """sweep.storage_path=s3://… on the S3 server, its endpoint in the URI (`?endpoint_override=`,
+    which every node's pyarrow reads): Tune's experiment state, the trials' results and
+    checkpoints go to the bucket while each trial works in a folder on its own node. A SIGTERM
+    mid-search, then --resume, restores the search from the bucket: the same trials, each log
+    whole (it came back with the checkpoint, wherever the trial went on). Afterwards the bucket
+    holds the experiment and every trial's logs, and no checkpoint; no local Tune folder."""
+    if not s3:
+        pytest.skip("moto[server] and s3fs (pip install -e '.[dev]') are needed for this test")
+    from pyarrow import fs as pafs
+
+    epochs = 6  # a few seconds each: the SIGTERM lands mid-search
+    endpoint = s3["AWS_ENDPOINT_URL"]
+    store = f"s3://mgc-test/ray_results?endpoint_override={endpoint}"
+    args = [a for a in sweep_args(nodes, shared, tmp_path) if "storage_path" not in a]
+    args += [
+        f"sweep.storage_path={store}",
+        "sweep.num_samples=3",
+        f"train.epochs={epochs}",
+        f"sweep.grace_period={epochs}",
+        "sweep.final_seeds=[0]",
+        "sweep.final.epochs=1",
+    ]
+    bucket = pafs.S3FileSystem(
+        endpoint_override=endpoint, access_key="testing", secret_key="testing"
+    )
+    exp = "mgc-test/ray_results/mgc-E0"
+
+    def stored() -> list[str]:
+        found = bucket.get_file_info(pafs.FileSelector(exp, recursive=True, allow_not_found=True))
+        return sorted(f.path[len(exp) + 1 :] for f in found if f.type == pafs.FileType.File)
+
+    def a_checkpoint() -> bool:
+        return any("/checkpoint_" in p for p in stored())
+
+    proc = start_sweep(nodes, args, tmp_path)
+    wait_for("a trial checkpoint in the bucket", a_checkpoint, proc, tmp_path)
+    proc.send_signal(signal.SIGTERM)
+    assert "continue with" in ended(proc, tmp_path, 130)  # the CLI's way on, with --resume
+    # The trials that had reached the bucket (a trial only just started may not have yet).
+    begun = {p.split("/")[0] for p in stored() if p.startswith("_")}
+    assert begun and any(p.startswith("experiment_state") for p in stored())
+
+    summary, log = finish(start_sweep(nodes, [*args, "--resume"], tmp_path), tmp_path)
+    assert f"resuming s3://mgc-test/ray_results/mgc-E0?endpoint_override={endpoint}" in log
+    trials = {t["trial"] for t in summary["trials"]}
+    assert len(trials) == 3 and begun <= trials  # the same search, not a new one
+    assert all(t["epochs"] == epochs and "error" not in t for t in summary["trials"])
+    assert summary["seed_nodes"][0]
+    files = stored()
+    assert "tuner.pkl" in files and any(p.startswith("experiment_state") for p in files)
+    assert not [p for p in files if "checkpoint_" in p or "/run/checkpoints/" in p]  # pruned
+    nodes_seen = set()
+    for trial in trials:
+        assert f"{trial}/result.json" in files and f"{trial}/run/train_log.csv" in files
+        logged = csv.DictReader(io.StringIO(read_text(bucket, f"{exp}/{trial}/run/train_log.csv")))
+        assert [int(r["epoch"]) for r in logged] == list(range(1, epochs + 1)), trial
+        lines = read_text(bucket, f"{exp}/{trial}/result.json").splitlines()
+        rows = [r for line in lines if (r := json_line(line))]
+        nodes_seen |= {r["node_id"] for r in rows}
+        # Every report's epoch is Tune's count: a trial stopped mid-way went on from its
+        # checkpoint in the bucket, not from its first epoch.
+        assert all(r["epoch"] == r["training_iteration"] for r in rows), trial
+        assert rows[-1]["epoch"] == epochs
+    # Trials on both worker nodes, each in a folder of its own node: nothing of Tune's on the
+    # driver's disk but Ray's own temporary folders.
+    assert nodes_seen == {n.node_id for n in nodes.workers()}
+    assert not (tmp_path / "ray_results").exists() and not (tmp_path / "s3:").exists()
+    print(f"{len(files)} objects in the bucket after the sweep:", *files, sep="\n  ")
+
+
+def read_text(fs, path: str) -> str:
+    with fs.open_input_stream(path) as src:
+        return src.read().decode()
