@@ -5,6 +5,8 @@ in tests/test_cluster_live.py). A folder as storage is checked to behave as it a
 
 from __future__ import annotations
 
+import csv
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
@@ -57,8 +59,11 @@ def test_a_trial_works_in_shared_storage_or_on_its_node(tmp_path):
     # A folder: the trial's folder in it, which every node sees.
     local = trial_folder(config(str(tmp_path / "rr")), TUNE_TRIAL_DIR)
     assert local == tmp_path / "rr" / "mgc-E0" / "_trial_ab12_00000_0"
-    # A URI: Tune's own trial folder on the trial's node.
-    assert trial_folder(config("s3://mgc-test/rr"), TUNE_TRIAL_DIR) == Path(TUNE_TRIAL_DIR)
+    # A URI: a folder on the trial's node, never Tune's staging folder (the driver's node syncs
+    # that one to the bucket).
+    scratch = trial_folder(config("s3://mgc-test/rr"), TUNE_TRIAL_DIR)
+    assert scratch.name == "_trial_ab12_00000_0" and scratch.parent.name == "mgc-E0"
+    assert scratch.is_relative_to(tempfile.gettempdir()) and "ray" not in scratch.parts
 
 
 def test_wandb_stays_local_when_the_storage_is_a_uri(tmp_path, monkeypatch):
@@ -140,3 +145,43 @@ def test_pruning_leaves_each_trial_its_logs_and_no_checkpoint(tmp_path, store):
     assert read(fs, f"{remote}/run/train_log.csv") == b"epoch\n1\n2\n3\n"  # the newest's
     assert prune_trials(grid) == 0  # nothing left to prune; the logs stay
     assert files(fs, remote) == {"result.json", "run/train_log.csv"}
+
+
+@pytest.mark.slow
+def test_a_data_parallel_trial_with_a_uri_as_storage(
+    ray_local, synth_dataset: Path, tmp_path: Path, monkeypatch
+):
+    """workers_per_trial=2 with storage at a file:// URI (pyarrow's local filesystem, the
+    code path of s3://): the two ranks work in node-local folders of their own, rank 0's
+    checkpoints, each with the log so far, go to Ray Train's storage beside the trial in the
+    URI, and nothing lands in a folder named after the URI."""
+    from mgc.sweep import sweep
+
+    monkeypatch.chdir(tmp_path)
+    store = tmp_path / "rr"
+    overrides = [
+        f"data.root={synth_dataset}",
+        f"cache.dir={tmp_path / 'cache'}",
+        "chunks.window_s=1.0",
+        "model.width=8",
+        "train.epochs=2",
+        "sweep.grace_period=2",
+        "sweep.num_samples=1",
+        "sweep.final.epochs=1",
+        "sweep.final_seeds=[0]",
+        "sweep.resources.workers_per_trial=2",
+        "sweep.resources.cpus_per_trial=0.5",
+        f"sweep.results_dir={tmp_path / 'results'}",
+        f"sweep.storage_path=file://{store}",
+        "sweep.wandb.enabled=off",
+    ]
+    result = sweep(Path(__file__).resolve().parents[1] / "ablations" / "e0.yaml", overrides)
+    (trial,) = result.summary["trials"]
+    assert trial["epochs"] == 2 and "error" not in trial
+    (trial_dir,) = (store / "mgc-E0").glob("_ddp_trial_*")
+    assert (trial_dir / "result.json").is_file() and not (trial_dir / "run").exists()
+    logs = sorted((trial_dir / "train").rglob("checkpoint_*/train_log.csv"))
+    assert logs and all((log.parent / "last.pt").is_file() for log in logs)
+    with open(logs[-1], newline="") as fh:
+        assert [row["epoch"] for row in csv.DictReader(fh)] == ["1", "2"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "ds", "results", "rr"]

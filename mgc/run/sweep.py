@@ -13,6 +13,7 @@ import gc
 import logging
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -125,20 +126,24 @@ def experiment_path(cfg: Config) -> str:
 
 
 def trial_folder(cfg: Config, trial_dir: str | None = None) -> Path:
-    """The calling trial's own local folder, where its `run/` goes (log, working checkpoints).
+    """The calling trial's own folder, where its `run/` goes (log, working checkpoints), named
+    after Tune's trial directory `trial_dir` (`get_trial_dir`, asked when not given).
 
-    `trial_dir` is Tune's trial directory (`get_trial_dir`, asked when not given): a staging
-    folder on the node the trial runs on, synced to storage only from the driver's node. With
-    a folder as storage the trial works in its folder there instead, so that whatever node runs
-    it next finds its files. A URI is no folder to work in: the trial stays in Tune's folder,
-    which is safe because every checkpoint carries the trial's log (`_trial`)."""
+    Not Tune's trial directory itself: that is a staging folder on the node the trial runs on,
+    synced to storage from the driver's node only. With a folder as storage the trial works in
+    its folder there, so that whatever node runs it next finds its files. A URI is no folder to
+    work in: the trial works in the node's temporary folder, synced nowhere, which is safe
+    because every checkpoint carries the trial's log (`_trial`)."""
     if trial_dir is None:
         from ray import tune
 
         trial_dir = tune.get_context().get_trial_dir()
+    name = Path(trial_dir).name
     if is_uri(cfg.sweep.storage_path):
-        return Path(trial_dir)
-    return Path(experiment_path(cfg)) / Path(trial_dir).name
+        # Per user: another user's sweep on the node may have made the folder above.
+        scratch = Path(tempfile.gettempdir(), f"mgc-trials-{os.getuid()}")
+        return scratch / experiment_name(cfg) / name
+    return Path(experiment_path(cfg)) / name
 
 
 def restore_run(run_dir: Path, checkpoint: Any) -> None:
