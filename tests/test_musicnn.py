@@ -259,6 +259,53 @@ def test_a_frozen_trunk_remembers_each_windows_output_when_asked():
     assert unfrozen._memo is None
 
 
+def test_remembered_embeddings_are_shared_through_a_store(tmp_path: Path):
+    """With a store, a second model on the same frozen trunk (another trial or seed) runs the
+    trunk on no window the first one saw and gives the same logits; other weights, another
+    embedding or another precision find nothing of it."""
+    store = str(tmp_path / "embeddings")
+    x = torch.rand(4, 1, 96, PATCH_FRAMES)
+
+    def model_and_calls(**kw):
+        model = build_model(
+            ModelConfig(name="musicnn", pretrained="msd", freeze=True, **kw), 10, 96
+        )
+        model.eval()
+        model.remember_embeddings(True, store=store)
+        calls: list[int] = []
+        model.trunk.register_forward_hook(lambda m, i, o: calls.append(len(i[0])))
+        return model, calls
+
+    first, calls = model_and_calls()
+    with torch.no_grad():
+        plain = first(x[:3])
+        assert calls == [3]
+        second, calls2 = model_and_calls()
+        second.head.load_state_dict(first.head.state_dict())
+        assert torch.allclose(second(x), torch.cat([plain, first(x[3:])]), atol=1e-6)
+        assert calls2 == [1]  # only the window the first model never saw
+        files = sorted((tmp_path / "embeddings").rglob("*.npy"))
+        assert len(files) == 4  # one per distinct window
+        pooled, calls3 = model_and_calls(embedding="pooled")
+        pooled(x)
+        assert calls3 == [4]  # another embedding: its own namespace
+        other, calls4 = model_and_calls()
+        with torch.no_grad():
+            other.trunk.dense.bias.add_(1.0)  # other weights: another digest
+        other.remember_embeddings(True, store=store)
+        other(x)
+        assert calls4 == [4]
+        third, calls5 = model_and_calls()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            third(x)
+        assert calls5 == [4]  # computed at another precision: not mixed with fp32 outputs
+    files[0].write_bytes(b"cut short")
+    fourth, calls6 = model_and_calls()
+    with torch.no_grad():
+        fourth(x)
+    assert calls6 == [1]  # an unreadable file is computed again
+
+
 def test_random_init_and_wrong_settings():
     model = build_model(ModelConfig(name="musicnn"), 10, 128)  # any n_mels from scratch
     assert model.info["pretrained"] == "scratch"

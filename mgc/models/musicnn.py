@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from mgc.core.config import ChunkConfig, ConfigError, FeatureConfig
+from mgc.models.embedding_store import EmbeddingStore, autocast_tag, module_digest
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "bundled" / "musicnn"
 PRETRAINED = ("msd", "mtt")  # MSD_musicnn: Million Song Dataset; MTT_musicnn: MagnaTagATune
@@ -308,6 +309,7 @@ class MusicnnClassifier(nn.Module):
         # it computed for each window (remember_embeddings), since a probe otherwise spends
         # every epoch recomputing the same trunk outputs for a head of a few thousand weights.
         self._memo: dict[bytes, torch.Tensor] | None = None
+        self._store: tuple[str, str] | None = None  # (root, namespace) when stored too
         self.info = {"pretrained": f"musicnn:{pretrained}" if pretrained else "scratch"}
         if freeze:
             self.info["frozen_params"] = sum(p.numel() for p in self.trunk.parameters())
@@ -319,26 +321,48 @@ class MusicnnClassifier(nn.Module):
             self.trunk.eval()
         return self
 
-    def remember_embeddings(self, on: bool = True) -> None:
+    def remember_embeddings(self, on: bool = True, store: str | None = None) -> None:
         """While on (and the trunk frozen), each distinct input window's trunk output is kept
         and reused: a probe's epochs then cost its head alone once every window was seen. The
         trainer turns it on for one fit (a few thousand windows: tens of MB); prediction never
-        does, so a long-running server's memory stays flat. Off drops what was kept."""
+        does, so a long-running server's memory stays flat. Off drops what was kept.
+        `store`: a folder or fsspec URI where the outputs also go (`EmbeddingStore`), so other
+        fits on the same trunk (a row's trials and seeds) find them there."""
         self._memo = {} if on and self.frozen else None
+        self._store = None
+        if self._memo is not None and store is not None:
+            self._store = (store, f"musicnn-{module_digest(self.trunk)}-{self.embedding}")
+
+    def _stored(self, x: torch.Tensor) -> EmbeddingStore | None:
+        """The disk store for inputs like `x` at the precision the trunk runs at now."""
+        if self._store is None:
+            return None
+        root, name = self._store
+        dtype = str(x.dtype).removeprefix("torch.")
+        return EmbeddingStore(root, f"{name}-{dtype}-{autocast_tag(x.device.type)}")
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 1, n_mels, frames) model input → what the head reads, (B, features)."""
         if self._memo is None:
             return self.trunk(x.squeeze(1).transpose(1, 2))[self.embedding]
         # Keyed by the window's exact bytes: a frozen trunk in inference mode maps equal
-        # windows to equal outputs, whatever the batch they arrive in.
+        # windows to equal outputs, whatever the batch they arrive in. Kept as float32, what
+        # the disk store holds, so windows from either stack together.
         raw = x.detach().cpu().contiguous().reshape(len(x), -1).view(torch.uint8)  # any dtype
         keys = [hashlib.blake2b(row.numpy().tobytes(), digest_size=16).digest() for row in raw]
         new = [i for i, key in enumerate(keys) if key not in self._memo]
+        store = self._stored(x) if new else None
+        if store is not None:
+            found = {i: v for i in new if (v := store.get(keys[i])) is not None}
+            self._memo.update((keys[i], v.to(x.device)) for i, v in found.items())
+            new = [i for i in new if i not in found]
         if new:
             with torch.no_grad():
-                out = self.trunk(x[new].squeeze(1).transpose(1, 2))[self.embedding]
-            self._memo.update(zip((keys[i] for i in new), out.detach(), strict=True))
+                out = self.trunk(x[new].squeeze(1).transpose(1, 2))[self.embedding].float()
+            for i, value in zip(new, out.detach(), strict=True):
+                self._memo[keys[i]] = value
+                if store is not None:
+                    store.put(keys[i], value)
         return torch.stack([self._memo[key] for key in keys])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -530,7 +530,8 @@ def fit_torch(
     data, train_set, valid_set = load_data(cfg, data, run_dir, parallel)
     training = build_training(cfg, len(data.genres), fast)
     if remembers_embeddings(cfg):  # a frozen pretrained trunk (musicnn) on repeating windows
-        training.model.remember_embeddings(True)
+        # kept beside the feature cache too: the row's other trials and seeds reuse them
+        training.model.remember_embeddings(True, store=f"{cfg.cache.dir.rstrip('/')}/embeddings")
     loop = Loop(
         cfg, training, wrap_for_steps(training.model, fast, parallel),
         TorchClassifier(training.model, fast), train_set, valid_set, fast, parallel, run_dir,
