@@ -21,10 +21,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--id", required=True, help="model id printed by mgc.predict")
     parser.add_argument("--force", action="store_true", help="replace an existing --out")
     parser.add_argument("--trained-on", help="machine, for runs that did not record it")
+    parser.add_argument(
+        "--robustness", type=Path, help="bench/robustness.py's json for this model, for the card"
+    )
     args = parser.parse_args(argv)
 
     def run() -> int:
-        out = publish(args.runs, args.out, args.id, args.force, args.trained_on)
+        out = publish(args.runs, args.out, args.id, args.force, args.trained_on, args.robustness)
         print(f"published {args.runs[0]} as {args.id}: {out}")
         return 0
 

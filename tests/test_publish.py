@@ -7,7 +7,7 @@ from mgc.models.bundle import load_bundle
 from mgc.publish import main
 from mgc.results.evaluate import evaluate_run
 from mgc.serve.predict import BUNDLED_MODEL
-from mgc.serve.publish import CARD_JSON, CARD_MD, publish
+from mgc.serve.publish import CARD_JSON, CARD_MD, pretrained_note, publish
 
 
 def test_published_card_matches_what_evaluate_prints(trained_run, tmp_path: Path):
@@ -50,3 +50,44 @@ def test_the_bundled_model_ships_with_its_card():
     assert card["shipped_test"]["track_macro_f1"] > 0.773
     size = sum(p.stat().st_size for p in BUNDLED_MODEL.rglob("*") if p.is_file())
     assert size < 15e6
+
+
+def test_card_carries_robustness_figures_and_pretrained_provenance(trained_run, tmp_path: Path):
+    """--robustness puts bench/robustness.py's figures on the card (with each condition's
+    weakest genre); a musicnn trunk's card names where its weights come from and their licence."""
+    run_dir, _ = trained_run
+    per_genre = {"blues": {"clips": 2, "agreement": 1.0, "accuracy": 0.5}}
+    bench = {
+        "split": "fault_filtered",
+        "clips": 4,
+        "conditions": {
+            "clean": {"agreement": 1.0, "accuracy": 0.75, "per_genre": per_genre},
+            "band limit 8 kHz": {
+                "agreement": 0.75,
+                "accuracy": 0.5,
+                "per_genre": {**per_genre, "pop": {"clips": 2, "agreement": 0.5, "accuracy": 0.5}},
+            },
+        },
+    }
+    (tmp_path / "rob.json").write_text(json.dumps(bench))
+    out = tmp_path / "model"
+    args = [
+        str(run_dir),
+        "--out",
+        str(out),
+        "--id",
+        "x",
+        "--robustness",
+        str(tmp_path / "rob.json"),
+    ]
+    assert main(args) == 0
+    card = json.loads((out / CARD_JSON).read_text())
+    assert card["robustness"]["conditions"]["band limit 8 kHz"]["agreement"] == 0.75
+    text = (out / CARD_MD).read_text()
+    assert "| band limit 8 kHz | 75.0% | 50.0% | pop 50% |" in text
+    assert card["pretrained"] is None  # trained from scratch: nothing to credit
+    note = pretrained_note("musicnn:msd")
+    assert "MSD" in note and "ISC" in note and "musicnn==0.1.0" in note
+    provenance = Path(__file__).resolve().parents[1] / note.split(" in ")[-1].rstrip(".")
+    assert provenance.is_file() and "ISC" in provenance.read_text()
+    assert pretrained_note("scratch") is None and pretrained_note(None) is None

@@ -71,6 +71,25 @@ def portable_config(run_dir: Path) -> dict[str, Any]:
     return cfg
 
 
+# What a card says about pretrained weights inside the model: where they come from, the licence.
+PRETRAINED_NOTES = {
+    "musicnn": (
+        "The trunk is musicnn (Pons & Serra, ISMIR 2019 LBD) with its {which} weights, converted "
+        "from the TensorFlow checkpoints in the PyPI wheel musicnn==0.1.0 (ISC licence, "
+        "Copyright (c) Music Technology Group, Universitat Pompeu Fabra 2019); wheel and file "
+        "sha256s, and the licence text, in "
+        "mgc/bundled/musicnn/PROVENANCE.md."
+    ),
+}
+
+
+def pretrained_note(pretrained: str | None) -> str | None:
+    """The card's line on pretrained weights (`info["pretrained"]`, e.g. "musicnn:msd")."""
+    family, _, which = (pretrained or "scratch").partition(":")
+    note = PRETRAINED_NOTES.get(family)
+    return note.format(which=which.upper()) if note else None
+
+
 def model_card(model_id: str, runs: list[Path], trained_on: str | None) -> dict[str, Any]:
     metrics = [_read_run(r) for r in runs]
     first, cfg = metrics[0], load_config(runs[0] / "config.yaml")
@@ -99,7 +118,14 @@ def model_card(model_id: str, runs: list[Path], trained_on: str | None) -> dict[
             "chunk_jitter": cfg.train.chunk_jitter,
             "epochs": cfg.train.epochs,
             "batch_size": cfg.train.batch_size,
+            **({"frozen_trunk": True} if cfg.model.freeze else {}),
+            **(
+                {"augmented_copies": cfg.augment.copies, "augment": cfg.augment.conditions}
+                if cfg.augment.copies
+                else {}
+            ),
         },
+        "pretrained": pretrained_note(load_bundle(runs[0]).info.get("pretrained")),
         "features": vars(cfg.features),
         "chunks": vars(cfg.chunks),
         "split": first["split"],
@@ -114,6 +140,43 @@ def model_card(model_id: str, runs: list[Path], trained_on: str | None) -> dict[
         "data": DATA_NOTES,
         "limitations": LIMITATIONS,
     }
+
+
+def robust_card(card: dict[str, Any], bench: dict[str, Any]) -> dict[str, Any]:
+    """The card with `bench/robustness.py`'s figures for this model (its robustness.json)."""
+    keep = ("split", "clips", "clips_per_genre", "cpu", "native_bf16", "torch")
+    conditions = {
+        name: {
+            "agreement": c["agreement"],
+            "accuracy": c["accuracy"],
+            "per_genre_agreement": {g: v["agreement"] for g, v in c["per_genre"].items()},
+        }
+        for name, c in bench["conditions"].items()
+    }
+    return {
+        **card,
+        "robustness": {**{k: bench[k] for k in keep if k in bench}, **{"conditions": conditions}},
+    }
+
+
+def robustness_lines(rob: dict[str, Any]) -> list[str]:
+    """The card's section on perturbed inputs: per condition, how often the answer stays."""
+    lines = [
+        "## Robustness",
+        "",
+        f"`bench/robustness.py`: {rob['clips']} test clips of the {rob['split']} split, each "
+        "perturbed; agreement is how often the top genre stays the clean clip's, accuracy how "
+        "often it is the true one; the weakest genre's agreement beside them.",
+        "",
+        "| condition | agreement | accuracy | weakest genre |",
+        "|---|---|---|---|",
+    ]
+    for name, c in rob["conditions"].items():
+        genre, worst = min(c["per_genre_agreement"].items(), key=lambda kv: kv[1])
+        lines.append(
+            f"| {name} | {c['agreement']:.1%} | {c['accuracy']:.1%} | {genre} {worst:.0%} |"
+        )
+    return [*lines, ""]
 
 
 def calibrated_card(card: dict[str, Any], calibration: dict[str, Any]) -> dict[str, Any]:
@@ -210,9 +273,11 @@ def render_card(card: dict[str, Any]) -> str:
         "Reproduce the shipped row: `python -m mgc.evaluate mgc/bundled/gtzan "
         "data.root=/path/to/gtzan --out eval/` (track level is the mean of chunk probabilities).",
         "",
+        *(robustness_lines(card["robustness"]) if "robustness" in card else []),
         "## Data",
         "",
         *(f"- {note}" for note in card["data"]),
+        *([f"- {card['pretrained']}"] if card.get("pretrained") else []),
         "",
         *(calibration_lines(card["calibration"]) if "calibration" in card else []),
         "## Not good for",
@@ -224,11 +289,18 @@ def render_card(card: dict[str, Any]) -> str:
 
 
 def publish(
-    runs: list[Path], out: Path, model_id: str, force: bool, trained_on: str | None
+    runs: list[Path],
+    out: Path,
+    model_id: str,
+    force: bool,
+    trained_on: str | None,
+    robustness: Path | None = None,
 ) -> Path:
     if out.exists() and not force:
         raise ConfigError(f"{out}: exists; pass --force to replace it")
     card = model_card(model_id, runs, trained_on)
+    if robustness is not None:
+        card = robust_card(card, json.loads(Path(robustness).read_text()))
     # Built beside the target, then swapped in: a reader never sees half a model.
     with staged_folder(out, replace=True) as staging:
         shutil.copytree(runs[0] / BUNDLE_DIR, staging, dirs_exist_ok=True)
