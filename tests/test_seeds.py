@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from mgc.core.config import load_config
-from mgc.run.seeds import ProgressSink, SeedProgress, chosen_config, train_seed
+from mgc.run.seeds import SELECT, ProgressSink, SeedProgress, chosen_config, refit_seed, train_seed
 
 
 def test_the_chosen_configuration_is_trained_at_the_full_budget():
@@ -52,11 +53,8 @@ def test_a_seed_reports_its_epochs_without_waiting_on_ray(monkeypatch, tmp_path:
     # Where it ran comes from Ray's runtime context (a Ray that an earlier test left running
     # in this process would give its own node): fixed here, and carried into the metrics.
     monkeypatch.setattr("mgc.run.seeds.placement", lambda: {"node_id": "n1", "gpu_ids": ""})
-    assert train_seed("cfg", 4, str(tmp_path), sink) == {
-        "seed": "cfg",
-        "node_id": "n1",
-        "gpu_ids": "",
-    }
+    cfg = load_config(None)
+    assert train_seed(cfg, 4, str(tmp_path), sink) == {"seed": cfg, "node_id": "n1", "gpu_ids": ""}
     assert sent == [
         {"seed": 4, "epoch": 1, "val_macro_f1": 0.5, "best": 0.5},
         {"seed": 4, "epoch": 2, "val_macro_f1": 0.6, "best": 0.6},
@@ -122,3 +120,52 @@ def test_seeds_never_outnumber_the_cpus(ray_local, tmp_path: Path, monkeypatch):
     for s in (0, 1, 2):
         epochs = [i["epoch"] for i in seen if i["seed"] == s]
         assert epochs == list(range(1, len(epochs) + 1)) and len(epochs) >= 4
+
+
+def test_a_refit_seed_trains_again_on_train_and_validation_for_its_best_epoch_count(
+    synth_dataset: Path, tmp_path: Path
+):
+    """sweep.final.refit: the seed's first fit (select/) says when; the refit trains a fresh
+    model on train + validation for that many epochs with the same schedule, is tested, and
+    its metrics.json keeps the first fit's convergence and held-out validation scores. Run
+    again, neither fit trains anything."""
+    from mgc.data.prepare import prepare
+    from mgc.run.train import Parallel, load_data, logged_epochs
+
+    cfg = load_config(
+        None,
+        [
+            f"data.root={synth_dataset}",
+            f"cache.dir={tmp_path / 'cache'}",
+            "chunks.window_s=1.0",
+            "model.name=cnn4",
+            "model.width=8",
+            "train.epochs=5",
+            "train.early_stopping_patience=2",
+            "train.threads=1",
+            "train.amp=off",
+            "sweep.final.refit=true",
+        ],
+    )
+    prepare(cfg, use_ray=False)
+    run = tmp_path / "seed_0"
+    metrics = refit_seed(cfg, 0, run)
+    first = json.loads((run / SELECT / "metrics.json").read_text())
+    epochs = first["best_epoch"]
+    assert metrics["refit"]["epochs"] == epochs and logged_epochs(run) == epochs
+    assert metrics["best_epoch"] == epochs and metrics["epochs_run"] == first["epochs_run"]
+    assert metrics["stopped_early"] == first["stopped_early"]
+    assert metrics["valid"] == first["valid"]  # held out, unlike the refit's own
+    assert metrics["select"]["test"] == first["test"] and "test" in metrics
+    assert json.loads((run / "metrics.json").read_text())["refit"]["fit_on"] == "train+valid"
+    assert (run / "bundle").is_dir() and not (run / "checkpoints" / "best.pt").exists()
+    refit_cfg = load_config(run / "config.yaml")
+    assert refit_cfg.train.include_valid and refit_cfg.train.stop_epoch == epochs
+    assert refit_cfg.train.epochs == cfg.train.epochs  # the same schedule, cut at the epoch
+    data, train_set, valid_set = load_data(refit_cfg, None, tmp_path / "look", Parallel())
+    _, alone, _ = load_data(cfg, data, tmp_path / "look", Parallel())
+    assert len(train_set) == len(alone) + len(valid_set)
+    logs = {p: p.read_text() for p in (run / "train_log.csv", run / SELECT / "train_log.csv")}
+    again = refit_seed(cfg, 0, run)
+    assert again["test"] == metrics["test"]
+    assert {p: p.read_text() for p in logs} == logs  # nothing trained twice

@@ -136,6 +136,11 @@ class TrainConfig:
     # What an epoch is: 0 = every window of every training track; N = N windows per track at
     # random places, drawn afresh each epoch (a fixed cost per epoch, the same for every row).
     windows_per_track: int = 0
+    # A refit (sweep.final.refit): the validation tracks train too, so the run's validation
+    # figures are no longer held out, and it stops after `stop_epoch` (0: train.epochs) while
+    # its schedule still spans train.epochs, retracing the first fit's up to that epoch.
+    include_valid: bool = False
+    stop_epoch: int = 0
 
 
 @dataclass
@@ -168,6 +173,10 @@ class FinalBudgetConfig:
     epochs: int | None = None  # at most; early stopping may end a seed sooner
     windows_per_track: int | None = None  # 0: every window of every training track
     early_stopping_patience: int | None = None  # epochs without a better val macro-F1
+    # After each seed's fit on train (early-stopped on validation, which says when), fit again
+    # from scratch on train + validation for that fit's best epoch count, and test the refit:
+    # every labelled track trains the tested model. The first fit stays in seed_<n>/select/.
+    refit: bool = False
 
 
 @dataclass

@@ -58,6 +58,8 @@ class Budget:
     # A frozen pretrained trunk whose inputs repeat from epoch to epoch (no SpecAugment, no
     # jitter): a fit computes each window's trunk output once, its later epochs train the head.
     frozen_trunk: bool = False
+    # sweep.final.refit: each seed fits again on train + validation for its best epoch count.
+    final_refit: bool = False
 
     @classmethod
     def of(cls, cfg: Config, train_frames: list[int], valid_frames: list[int]) -> Budget:
@@ -89,6 +91,7 @@ class Budget:
             final_samples_per_epoch=windows(final.windows_per_track),
             final_patience=final.early_stopping_patience,
             frozen_trunk=remembers_embeddings(cfg),
+            final_refit=s.final.refit,
         )
 
     @classmethod
@@ -129,6 +132,8 @@ class Budget:
         once = self.frozen_trunk and not self.final_windows_per_track
         seed_epochs = 1 if once else self.final_max_epochs
         seeds = self.final_seeds * seed_epochs * seed_epoch / seeds_at_once
+        # A refit runs at most the epochs its first fit ran (a frozen trunk's: the head's only).
+        seeds *= 2 if self.final_refit and not once else 1
         search_part = (
             f"search {self.num_samples} trials x up to {self.max_epochs} epochs of "
             f"{_windows(self.train_samples_per_epoch, self.windows_per_track)} (~{trial_epoch:.0f} s"
@@ -152,7 +157,13 @@ class Budget:
                 if once
                 else ""
             )
-            + f"){patience}; validation {self.valid_samples} windows; "
+            + f"){patience}"
+            + (
+                ", each then refit on train + validation for its best epoch count"
+                if self.final_refit
+                else ""
+            )
+            + f"; validation {self.valid_samples} windows; "
             f"{samples_per_s:.3g} samples/s timed; ~{(search + seeds) / 3600:.1f} h with "
             + (f"{trials_at_once} trial(s), then " if self.num_samples else "")
             + f"{seeds_at_once} seed(s) at a time"
@@ -191,7 +202,8 @@ def quick_look(cfg: Config) -> Config:
 def final_overrides(cfg: Config) -> dict[str, Any]:
     """What the final seeds train at: the `train.*` values `sweep.final` sets (the full budget;
     a value it leaves unset stays as the trials had it)."""
-    return {f"train.{k}": v for k, v in vars(cfg.sweep.final).items() if v is not None}
+    values = vars(cfg.sweep.final).items()
+    return {f"train.{k}": v for k, v in values if v is not None and k != "refit"}
 
 
 def time_training_step(cfg: Config, threads: int, steps: int = 3) -> float:

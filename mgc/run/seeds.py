@@ -10,6 +10,7 @@ committed folders goes on with the seeds it lacks.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +23,13 @@ if TYPE_CHECKING:  # pandas and matplotlib come with it: loaded once a row is wr
     from mgc.results.rows import RowFolder
 
 log = logging.getLogger(__name__)
+
+# A refit seed (sweep.final.refit): its first fit, on train and early-stopped on validation,
+# runs in this subfolder and says how many epochs the refit on train + validation trains.
+SELECT = "select"
+# What the seed's metrics.json keeps of that first fit: how it converged, and its held-out
+# validation scores (the refit trains on the validation tracks, so its own say little).
+SELECT_KEYS = ("best_epoch", "epochs_run", "max_epochs", "early_stopping_patience", "stopped_early")
 
 
 def chosen_config(cfg: Config, params: dict[str, Any]) -> Config:
@@ -43,7 +51,8 @@ def train_seed(
     from mgc.run.train import fit, logged_epochs
 
     where = placement()
-    done = logged_epochs(Path(run_dir))
+    refit = cfg.sweep.final.refit
+    done = logged_epochs(Path(run_dir) / SELECT if refit else Path(run_dir))
     if done > start:
         log.warning(
             "seed %d: its run stopped after epoch %d (a lost node or worker); retried on node %s "
@@ -66,7 +75,46 @@ def train_seed(
                 }
             )
 
+    if refit:
+        return {**refit_seed(cfg, seed, Path(run_dir), report), **where}
     return {**fit(cfg, report=report, run_dir=run_dir, resume=True).metrics, **where}
+
+
+def refit_seed(cfg: Config, seed: int, run_dir: Path, report: Any = None) -> dict[str, Any]:
+    """A seed under sweep.final.refit: the usual fit on train, early-stopped on validation, in
+    run_dir/select/ (read, not run again, once finished); then a fresh model on train +
+    validation for that fit's best epoch count (same schedule, no early stop) in run_dir, which
+    is tested. run_dir/metrics.json is the refit's, with the first fit's convergence and
+    held-out validation scores, and its test scores under `select`: what the refit gained."""
+    from mgc.results.artifacts import write_json
+    from mgc.run.train import fit
+
+    done = run_dir / SELECT / "metrics.json"
+    if done.is_file():
+        first = json.loads(done.read_text())
+    else:
+        first = fit(cfg, report=report, run_dir=run_dir / SELECT, resume=True).metrics
+    epochs = int(first["best_epoch"])
+    log.info("seed %d: refit on train + validation for %d epochs", seed, epochs)
+    again = {
+        "train.include_valid": True,
+        "train.stop_epoch": epochs,
+        "train.early_stopping_patience": 0,
+    }
+    metrics = fit(with_params(cfg, again), run_dir=run_dir, resume=True).metrics
+    metrics = {
+        **metrics,
+        **{k: first[k] for k in SELECT_KEYS if k in first},
+        "valid": first["valid"],
+        "refit": {
+            "epochs": epochs,
+            "fit_on": "train+valid",
+            "valid_not_held_out": metrics["valid"],
+        },
+        "select": {"test": first.get("test"), "seconds": first.get("seconds")},
+    }
+    write_json(run_dir / "metrics.json", metrics)
+    return metrics
 
 
 class ProgressSink:

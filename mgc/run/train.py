@@ -197,7 +197,9 @@ def load_data(
         )
     if parallel.is_main:
         write_label_map(data.genres, run_dir)
-    train_set = build_chunk_set(data.parts["train"], cfg.chunks, cfg.features)
+    # A refit trains on the validation tracks too (they are still scored, no longer held out).
+    training = data.parts["train"] + (data.parts["valid"] if cfg.train.include_valid else [])
+    train_set = build_chunk_set(training, cfg.chunks, cfg.features)
     valid_set = build_chunk_set(data.parts["valid"], cfg.chunks, cfg.features)
     log.info(
         "split %s: %d/%d/%d tracks, %d train chunks of %d frames",
@@ -537,8 +539,10 @@ def fit_torch(
         TorchClassifier(training.model, fast), train_set, valid_set, fast, parallel, run_dir,
     )  # fmt: skip
     progress = resume_from(run_dir, training, fast, parallel) if resume else Progress()
-    # A sweep trial never tests, so it keeps no best weights.
-    progress = run_epochs(loop, progress, report, keep_best=final_eval)
+    # A sweep trial never tests, so it keeps no best weights; nor does a refit, whose validation
+    # tracks train: its last epoch is the model.
+    keep_best = final_eval and not cfg.train.include_valid
+    progress = run_epochs(loop, progress, report, keep_best=keep_best)
     info = {
         **training.model.info,
         "best_epoch": progress.best_epoch,
@@ -548,15 +552,17 @@ def fit_torch(
     }
     if not parallel.is_main or not final_eval:
         return RunResult(run_dir, trial_metrics(progress, info))
-    load_best(training.model, run_dir, fast)
+    if keep_best:
+        load_best(training.model, run_dir, fast)
     return RunResult(run_dir, finish(cfg, data, loop.classifier, valid_set, run_dir, info, t_start))
 
 
 def run_epochs(loop: Loop, progress: Progress, report: Report | None, keep_best: bool) -> Progress:
-    """The epochs after `progress.epoch`, up to cfg.train.epochs or an early stop: each trained
-    and validated, then logged and checkpointed (main process) and reported. Returns `progress`,
-    brought up to date in place."""
-    for epoch in range(progress.epoch + 1, loop.cfg.train.epochs + 1):
+    """The epochs after `progress.epoch`, up to cfg.train.epochs (or stop_epoch) or an early
+    stop: each trained and validated, then logged and checkpointed (main process) and reported.
+    Returns `progress`, brought up to date in place."""
+    last = loop.cfg.train.stop_epoch or loop.cfg.train.epochs
+    for epoch in range(progress.epoch + 1, last + 1):
         row = train_and_validate(loop, epoch)
         improved = progress.update(epoch, row[METRIC])
         if loop.parallel.is_main:
