@@ -1,4 +1,5 @@
-"""mgc.core.fsio: atomic writes leave the old file or the whole new one, and no temporaries."""
+"""mgc.core.fsio: atomic writes leave the old file or the whole new one, and no temporaries;
+storage paths join the same way for a folder and a URI."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from mgc.core import fsio
-from mgc.core.fsio import atomic_path, atomic_write
+from mgc.core.fsio import atomic_path, atomic_write, is_uri, storage_join
 
 
 def _names(folder: Path) -> list[str]:
@@ -104,3 +105,16 @@ def test_atomic_write_through_fsspec_memory(monkeypatch: pytest.MonkeyPatch) -> 
         assert [p.rsplit("/", 1)[-1] for p in fs.find(base)] == ["abc.npy"]
     finally:
         fs.rm(base, recursive=True)
+
+
+def test_storage_join_keeps_a_uris_query_at_the_end():
+    endpoint = "?endpoint_override=http%3A%2F%2F127.0.0.1%3A9000&region=us-east-1"
+    assert storage_join("/srv/rr", "mgc-E0", "t") == "/srv/rr/mgc-E0/t"
+    assert storage_join("s3://bucket", "mgc-E0") == "s3://bucket/mgc-E0"
+    assert storage_join("s3://bucket/rr/", "mgc-E0") == "s3://bucket/rr/mgc-E0"
+    assert storage_join(f"s3://bucket/rr{endpoint}", "mgc-E0", "t") == (
+        f"s3://bucket/rr/mgc-E0/t{endpoint}"
+    )
+    assert storage_join("file:///srv/rr", "mgc-E0") == "file:///srv/rr/mgc-E0"
+    assert is_uri("gs://b/x") and is_uri("file:///srv") and not is_uri("/srv/rr")
+    assert not is_uri("ray_results")

@@ -19,7 +19,6 @@ from mgc.run.sweep import (
     experiment_path,
     prune_trials,
     restore_run,
-    storage_join,
     trial_folder,
 )
 from mgc.run.tracking import wandb_dir
@@ -30,16 +29,6 @@ TUNE_TRIAL_DIR = "/tmp/ray/session_x/artifacts/t/mgc-E0/working_dirs/_trial_ab12
 
 def config(storage: str):
     return load_config(None, [f"sweep.storage_path={storage}", "experiment.name=E0"])
-
-
-def test_storage_join_keeps_a_uris_query_at_the_end():
-    assert storage_join("/srv/rr", "mgc-E0", "t") == "/srv/rr/mgc-E0/t"
-    assert storage_join("s3://bucket", "mgc-E0") == "s3://bucket/mgc-E0"
-    assert storage_join("s3://bucket/rr/", "mgc-E0") == "s3://bucket/rr/mgc-E0"
-    assert storage_join(f"s3://bucket/rr{ENDPOINT}", "mgc-E0", "t") == (
-        f"s3://bucket/rr/mgc-E0/t{ENDPOINT}"
-    )
-    assert storage_join("file:///srv/rr", "mgc-E0") == "file:///srv/rr/mgc-E0"
 
 
 def test_experiment_path_of_a_folder_is_absolute_and_of_a_uri_as_written(tmp_path, monkeypatch):

@@ -610,6 +610,18 @@ def test_a_quick_look_is_small_and_kept_apart(synth_dataset: Path, tmp_path: Pat
     assert row_line(summary).startswith("E0 (quick look, not for the table) (stratified split")
 
 
+def test_a_quick_look_of_uri_storage_stays_in_the_bucket():
+    """`sweep.budget=quick` with storage in an object store: its search goes under quick/ in the
+    bucket, the URI's query (the S3-compatible server's address) still at the end."""
+    from mgc.run.budget import quick_look
+
+    uri = "s3://b/x?endpoint_override=http://h:1"
+    quick = quick_look(load_config(None, [f"sweep.storage_path={uri}"]))
+    assert quick.sweep.storage_path == "s3://b/x/quick?endpoint_override=http://h:1"
+    local = quick_look(load_config(None, ["sweep.storage_path=/srv/rr"]))
+    assert local.sweep.storage_path == "/srv/rr/quick"
+
+
 def test_the_sweep_command_checks_its_input_before_heavy_imports():
     """A bad config or a missing dataset is said in well under two seconds: the sweep's command
     and its Tune wiring load neither torch, pandas, matplotlib nor Ray when imported."""

@@ -1,4 +1,5 @@
-"""Atomic file writes: readers see the old file or the whole new one, never a partial write."""
+"""Atomic file writes: readers see the old file or the whole new one, never a partial write. And
+storage paths that may be a folder or a URI (`is_uri`, `storage_join`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 
 def _temp_name(name: str) -> str:
@@ -91,3 +93,18 @@ def staged_folder(out: str | Path, replace: bool = False) -> Iterator[Path]:
         staging.rename(out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def is_uri(path: str) -> bool:
+    """A storage path given as a URI (s3://, gs://, file://...), which pyarrow.fs or fsspec
+    resolves, rather than a local folder."""
+    return "://" in path
+
+
+def storage_join(base: str, *parts: str) -> str:
+    """`base`/`parts` for a folder or a URI. A URI's query (`?endpoint_override=...`, how
+    pyarrow is told an S3-compatible server's address) stays at the end, where from_uri reads it."""
+    if not is_uri(base):
+        return str(Path(base, *parts))
+    url = urlsplit(base)
+    return urlunsplit(url._replace(path="/".join([url.path.rstrip("/"), *parts])))

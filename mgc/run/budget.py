@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from mgc.core.config import Config, with_params
-from mgc.core.fsio import atomic_write
+from mgc.core.fsio import atomic_write, storage_join
 from mgc.models import remembers_embeddings
 
 SPENT_FILE = "mgc_sweep_seconds.json"
@@ -194,7 +194,7 @@ def quick_look(cfg: Config) -> Config:
             "sweep.final.windows_per_track": 2,
             "sweep.final.early_stopping_patience": 0,
             "sweep.results_dir": str(Path(s.results_dir) / "quick"),
-            "sweep.storage_path": str(Path(s.storage_path) / "quick"),
+            "sweep.storage_path": storage_join(s.storage_path, "quick"),
         },
     )
 

@@ -16,10 +16,10 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
 from mgc.core.cluster import init_ray, placement
 from mgc.core.config import Config, ConfigError, load_config, with_params
+from mgc.core.fsio import is_uri, storage_join
 from mgc.core.search_space import read_search_space
 from mgc.data.datasets import DatasetError, discover
 from mgc.data.gtzan import ensure_dataset
@@ -93,20 +93,6 @@ def resolve_relative(path: str, ablation: Path | None) -> Path:
 TRIAL_LOG = "train_log.csv"
 # What a trial's reports say about where it ran, kept with the trial in the row.
 PLACEMENT_KEYS = ("node_id", "gpu_ids", "worker_nodes")
-
-
-def is_uri(path: str) -> bool:
-    """A storage path pyarrow.fs resolves (s3://, gs://, file://...) rather than a folder."""
-    return "://" in path
-
-
-def storage_join(base: str, *parts: str) -> str:
-    """`base`/`parts` for a folder or a URI. A URI's query (`?endpoint_override=...`, how
-    pyarrow is told an S3-compatible server's address) stays at the end, where from_uri reads it."""
-    if not is_uri(base):
-        return str(Path(base, *parts))
-    url = urlsplit(base)
-    return urlunsplit(url._replace(path="/".join([url.path.rstrip("/"), *parts])))
 
 
 def storage_root(cfg: Config) -> str:
@@ -309,7 +295,7 @@ def load_sweep(
     }
     if not space or cfg.sweep.reuse_search:
         fixed["sweep.num_samples"] = 0  # so the budget and the table count no trials
-    if "://" not in cfg.cache.dir:
+    if not is_uri(cfg.cache.dir):
         fixed["cache.dir"] = str(Path(cfg.cache.dir).resolve())
     return with_params(cfg, fixed), space
 

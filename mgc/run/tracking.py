@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from mgc.core.config import Config
+from mgc.core.fsio import is_uri
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ def wandb_dir(cfg: Config) -> Path:
     writes through local files, and every run, the trials' too, is written on the driver's
     node (Ray's W&B callback starts its logging actors there)."""
     storage = cfg.sweep.storage_path
-    path = Path.cwd() if "://" in storage else Path(storage).resolve()
+    path = Path.cwd() if is_uri(storage) else Path(storage).resolve()
     path.mkdir(parents=True, exist_ok=True)
     return path
 
