@@ -124,7 +124,8 @@ class Laps:
 
 def seed_pipeline(model: torch.nn.Module, frontend: Frontend) -> Callable[[Path], tuple]:
     """What the seed projects did, with the bundle's feature numbers (librosa's defaults for a
-    default bundle: 22050 Hz, n_fft 2048, hop 512, 128 mels, top_db 80)."""
+    default bundle: 22050 Hz, n_fft 2048, hop 512, 128 mels, top_db 80; for a musicnn bundle,
+    what musicnn's extractor does: 16 kHz, n_fft 512, hop 256, 96 mels, log10(10000·x + 1))."""
     import librosa
 
     f = frontend.features
@@ -147,7 +148,10 @@ def seed_pipeline(model: torch.nn.Module, frontend: Frontend) -> Callable[[Path]
             fmin=f.f_min,
             fmax=f.f_max,
         )
-        db = librosa.power_to_db(mel, top_db=f.top_db)
+        if f.scale == "log10_10000":  # musicnn's own extractor: librosa's mel, then this
+            db = np.log10(10000.0 * mel + 1.0)
+        else:
+            db = librosa.power_to_db(mel, top_db=f.top_db)
         t.lap("log-mel")
         x = frontend.windows(db)  # the same windows and normalisation as mgc
         t.lap("windows+norm")

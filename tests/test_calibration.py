@@ -85,6 +85,21 @@ def test_reject_threshold_keeps_the_stated_share_of_correct_answers():
     )
 
 
+def test_the_threshold_cost_is_stated_per_genre():
+    """Genre by genre, recall without and with rejection: a genre the model is unsure of loses
+    more of its answers than one it is sure of, and the per-genre figures add up to the whole."""
+    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    sure, unsure = [0.9, 0.1], [0.55, 0.45]
+    probs = np.array([sure] * 4 + [unsure[::-1]] * 4)  # genre 1 right, but never sure of it
+    cost = rejection_cost(probs, labels, 0.6, ["jazz", "blues"])
+    jazz, blues = cost["per_genre"]["jazz"], cost["per_genre"]["blues"]
+    assert (jazz["recall"], jazz["recall_with_rejection"]) == (1.0, 1.0)
+    assert (blues["recall"], blues["recall_with_rejection"]) == (1.0, 0.0)
+    assert jazz["tracks"] == blues["tracks"] == 4
+    assert cost["recall_with_rejection"] == pytest.approx(0.5)
+    assert "per_genre" not in rejection_cost(probs, labels, 0.6)
+
+
 def test_calibration_report_fits_on_valid_and_reports_test():
     valid, test = overconfident(seed=2), overconfident(seed=3)
     record = calibration_report(valid, test, 0.05)

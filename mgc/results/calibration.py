@@ -78,15 +78,29 @@ def choose_threshold(
     return float(right[int(math.floor(max_recall_loss * right.size + 1e-9))])
 
 
-def rejection_cost(probs: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
+def rejection_cost(
+    probs: np.ndarray, labels: np.ndarray, threshold: float, genres: list[str] | None = None
+) -> dict[str, Any]:
     """What answering "none of the ten" below `threshold` does on these tracks: the share
     answered, recall (tracks named correctly, of all) without and with the threshold, the share
-    of correct answers lost, and the accuracy of the tracks still answered."""
+    of correct answers lost, and the accuracy of the tracks still answered. With `genres` (the
+    names of the label indices), recall without and with the threshold for each genre too: the
+    threshold costs some genres more than others."""
     probs, labels = np.asarray(probs, np.float64), np.asarray(labels)
     answered = probs.max(axis=1) >= threshold
     right = probs.argmax(axis=1) == labels
     kept = right & answered
+    per_genre = {
+        genre: {
+            "tracks": int((labels == i).sum()),
+            "recall": float(right[labels == i].mean()),
+            "recall_with_rejection": float(kept[labels == i].mean()),
+        }
+        for i, genre in enumerate(genres or [])
+        if (labels == i).any()
+    }
     return {
+        **({"per_genre": per_genre} if genres else {}),
         "tracks": int(labels.size),
         "answered": float(answered.mean()),
         "recall": float(right.mean()),
@@ -100,9 +114,11 @@ def calibration_report(
     valid: tuple[np.ndarray, np.ndarray],
     test: tuple[np.ndarray, np.ndarray] | None = None,
     max_recall_loss: float = MAX_RECALL_LOSS,
+    genres: list[str] | None = None,
 ) -> dict[str, Any]:
     """Temperature and threshold fitted on `valid` (track scores, labels); ECE, NLL and the
-    threshold's cost on validation and, when given, test. The record a calibrated bundle keeps."""
+    threshold's cost on validation and, when given, test (per genre too, given the genres'
+    names). The record a calibrated bundle keeps."""
     temperature = fit_temperature(*valid)
     threshold = choose_threshold(calibrate(valid[0], temperature), valid[1], max_recall_loss)
     record: dict[str, Any] = {
@@ -123,7 +139,7 @@ def calibration_report(
             "ece_after": expected_calibration_error(calibrated, labels),
             "nll_before": negative_log_likelihood(probs, labels),
             "nll_after": negative_log_likelihood(calibrated, labels),
-            "rejection": rejection_cost(calibrated, labels, threshold),
+            "rejection": rejection_cost(calibrated, labels, threshold, genres),
         }
     return record
 
@@ -153,6 +169,6 @@ def fit_bundle_calibration(
         raise DatasetError(f"{cfg.data.root}: split '{data.split_name}' has no valid tracks here")
     valid = track_scores(bundle, data, cfg, "valid")
     test = track_scores(bundle, data, cfg, "test") if data.parts.get("test") else None
-    record = calibration_report(valid, test, max_recall_loss)
+    record = calibration_report(valid, test, max_recall_loss, bundle.genres)
     record["split"] = data.split_name
     return record

@@ -224,7 +224,16 @@ def calibration_lines(cal: dict[str, Any]) -> list[str]:
             f"{r['recall_with_rejection']:.3f} | {pct(r['recall_loss'])} | "
             f"{r['accuracy_of_answered']:.3f} |"
         )
-    return [*lines, ""]
+    lines.append("")
+    for p in parts:
+        genres = cal[p]["rejection"].get("per_genre")
+        if genres:
+            cost = ", ".join(
+                f"{g} {v['recall']:.2f} → {v['recall_with_rejection']:.2f}"
+                for g, v in genres.items()
+            )
+            lines += [f"Recall per genre on {p}, without → with rejection: {cost}.", ""]
+    return lines
 
 
 def _machine_text(machine: dict[str, Any] | str) -> str:
