@@ -55,6 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mgc.core.device import FastPath, choose_fast_path, machine  # noqa: E402
 from mgc.data.datasets import discover  # noqa: E402
 from mgc.features.frontend import Frontend  # noqa: E402
+from mgc.features.transforms import match_loudness  # noqa: E402
 from mgc.models.bundle import Bundle, load_bundle  # noqa: E402
 from mgc.models.inference import (  # noqa: E402
     PREDICT_BATCH,
@@ -138,6 +139,8 @@ def seed_pipeline(model: torch.nn.Module, frontend: Frontend) -> Callable[[Path]
         # From memory, so that reading the file stays in its own stage; libsndfile decodes
         # the same way from a path or from a file object.
         y, sr = librosa.load(io.BytesIO(raw), sr=f.sample_rate)
+        if f.loudness_db is not None:  # a pure numpy gain: the same function mgc uses
+            y = match_loudness(y, f.loudness_db)
         t.lap("decode")
         mel = librosa.feature.melspectrogram(
             y=y,

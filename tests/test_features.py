@@ -1,3 +1,5 @@
+import dataclasses
+
 import librosa
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ from mgc.features.transforms import (
     SpecAugment,
     Windowing,
     logmel_numpy,
+    match_loudness,
     normalize_chunks,
 )
 
@@ -112,3 +115,22 @@ def test_specaugment_masks_only_in_training():
 def test_logmel_runs_batched(device):
     x = torch.randn(2, 22050, device=device)
     assert LogMel().to(device)(x).shape == (2, 128, 44)
+
+
+def test_loudness_matching_makes_the_features_deaf_to_gain():
+    """features.loudness_db: a file and a copy 12 dB quieter (or louder, past full scale) give
+    the same log-mel, on musicnn's scale that has no per-track floor; silence stays silence."""
+    from mgc.features.frontend import Frontend
+
+    wave = tone(440.0, 2.0, sr=16000) + 0.1 * tone(3000.0, 2.0, sr=16000, seed=1)
+    matched = match_loudness(wave, -17.0)
+    rms_db = 20 * np.log10(np.sqrt(np.mean(matched.astype(np.float64) ** 2)))
+    assert rms_db == pytest.approx(-17.0, abs=1e-3) and matched.dtype == np.float32
+    assert not match_loudness(np.zeros(100), -17.0).any()
+    features = FeatureConfig(sample_rate=16000, n_fft=512, hop_length=256, n_mels=96)
+    musicnn_scale = dataclasses.replace(features, scale="log10_10000")
+    level = Frontend(dataclasses.replace(musicnn_scale, loudness_db=-17.0), ChunkConfig())
+    plain = Frontend(musicnn_scale, ChunkConfig())
+    for gain in (10 ** (-12 / 20), 10 ** (12 / 20)):
+        np.testing.assert_allclose(level.logmel(wave * gain), level.logmel(wave), atol=1e-4)
+        assert np.abs(plain.logmel(wave * gain) - plain.logmel(wave)).max() > 0.1

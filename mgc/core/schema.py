@@ -37,6 +37,12 @@ class FeatureConfig:
     # "log10_10000": log10(10000·power + 1), musicnn's input (top_db unused); see MUSICNN_FEATURES
     # in mgc.models.musicnn for the whole front end its pretrained weights expect.
     scale: Literal["db", "log10_10000"] = "db"
+    # RMS level (dBFS) every decoded file, or each 60 s segment of a long stream, is scaled to
+    # before its log-mel; null keeps the level as recorded. A scale without a per-track floor
+    # ("log10_10000") hears a quieter copy as other music: GTZAN's own clips span 18 dB of RMS
+    # (5th to 95th percentile, median -17 dBFS), and a -12 dB gain changed a musicnn probe's
+    # answer on a third of the test clips of bench/robustness.py.
+    loudness_db: float | None = None
 
 
 @dataclass

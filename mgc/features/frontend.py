@@ -12,7 +12,13 @@ import torch
 
 from mgc.core.audio import load_audio
 from mgc.core.config import ChunkConfig, FeatureConfig
-from mgc.features.transforms import LogMel, Windowing, logmel_numpy, normalize_chunks
+from mgc.features.transforms import (
+    LogMel,
+    Windowing,
+    logmel_numpy,
+    match_loudness,
+    normalize_chunks,
+)
 
 
 @dataclass
@@ -45,7 +51,10 @@ class Frontend:
         return load_audio(path, self.features.sample_rate, raw=raw)
 
     def logmel(self, wave: np.ndarray) -> np.ndarray:
-        """Mono waveform at the feature rate → float32 (n_mels, frames)."""
+        """Mono waveform at the feature rate → float32 (n_mels, frames), at features.loudness_db
+        when set (a stream's segments each on their own)."""
+        if self.features.loudness_db is not None:
+            wave = match_loudness(wave, self.features.loudness_db)
         return logmel_numpy(wave, self.logmel_module)
 
     def file_logmel(self, path: str | Path, raw: bytes | None = None) -> np.ndarray:

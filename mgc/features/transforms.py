@@ -135,6 +135,16 @@ class LogMel(nn.Module):
         return db.reshape(*lead, self.n_mels, n_frames)
 
 
+def match_loudness(wave: np.ndarray, rms_db: float) -> np.ndarray:
+    """`wave` scaled so that its RMS is `rms_db` dBFS (float32; a silent wave stays as it is).
+    Samples may then pass ±1: the features take them as they are, nothing is clipped."""
+    wave = np.asarray(wave, dtype=np.float32)
+    rms = float(np.sqrt(np.mean(np.square(wave, dtype=np.float64)))) if wave.size else 0.0
+    if rms < 1e-9:
+        return wave
+    return wave * np.float32(10.0 ** (rms_db / 20.0) / rms)
+
+
 def logmel_numpy(wave: np.ndarray, module: LogMel) -> np.ndarray:
     """One mono waveform → float32 (n_mels, frames)."""
     with torch.inference_mode():
