@@ -348,3 +348,13 @@ def test_a_broken_search_record_is_one_line_naming_it(tmp_path: Path) -> None:
     (tmp_path / "E0" / "search.json").write_text("[1, 2]")
     with pytest.raises(UserError, match="not a search outcome"):
         row.read_search()
+
+
+def test_a_row_refit_on_train_and_validation_says_so():
+    from mgc.report.table import _strategy
+
+    assert _strategy({"strategy": "Adam", "budget": {"final_refit": True}}) == (
+        "Adam; refit on train+valid"
+    )
+    assert _strategy({"strategy": "Adam", "budget": {"final_refit": False}}) == "Adam"
+    assert _strategy({"strategy": "Adam"}) == "Adam"  # rows made before the option

@@ -38,7 +38,8 @@ NOTE = (
     "ablation row before, or E0 for the reference rows M1 and D7; same split, same test tracks), "
     "with its paired bootstrap interval; an interval that holds 0 is no evidence of a change. "
     "Converged: final seeds that early stopping ended, of all; a seed that ran out of epochs "
-    "while still improving is counted as such (the budget cut it short). "
+    "while still improving is counted as such (the budget cut it short); for a row refit on "
+    "train+valid, its seeds' first fits on train, whose best epoch set the refit's length. "
     "Trial-epochs: epochs run by all trials of the search (ASHA stops weak ones) against every "
     "trial run to the end; hours: the whole sweep with its final seeds."
 )
@@ -129,13 +130,19 @@ def _split(s: dict[str, Any]) -> str:
     return f"{s['split']}, {held} of {held + missing} test tracks"
 
 
+def _strategy(s: dict[str, Any]) -> str:
+    """The row's strategy, and how its tested models were fitted when not on train alone."""
+    refit = (s.get("budget") or {}).get("final_refit")
+    return f"{s['strategy']}; refit on train+valid" if refit else s["strategy"]
+
+
 def _row(s: dict[str, Any], evidence: dict[str, Any]) -> dict[str, str]:
     n = len(s["seeds"])
     return {
         "Experiment": row_name(s),
         "Model": s["model"],
         "Augmentation": s["augmentation"],
-        "Optimizer/Strategy": s["strategy"],
+        "Optimizer/Strategy": _strategy(s),
         "Params": f"{s['params']:,}",
         "Test Acc": mean_std(s, "test_track_accuracy"),
         "Macro-F1": mean_std(s, "test_track_macro_f1"),
