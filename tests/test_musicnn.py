@@ -238,6 +238,28 @@ def test_the_probe_head_reads_the_pooled_features_through_an_mlp():
         build_model(ModelConfig(name="musicnn", head_hidden=-1), 10, 96)
 
 
+def test_front_blocks_take_the_max_first_in_inference():
+    """In inference a front block maxes its conv over bands before ReLU and batch norm
+    (`FrontBlock._max_first`): the output is the plain order's, channels with a negative batch
+    norm scale (421 of 1,071 in MSD's weights) included; training keeps the plain order."""
+    from mgc.models.musicnn import pretrained_musicnn
+
+    trunk = pretrained_musicnn("msd").trunk.eval()
+    blocks = [*trunk.timbral, *trunk.temporal]
+    assert any((b.bn.weight < 0).any() for b in blocks)
+    x = torch.rand(3, 1, PATCH_FRAMES, 96) * 3
+    with torch.no_grad():
+        for block in blocks:
+            padded = torch.nn.functional.pad(x, (0, 0, *block.time_pad))
+            plain = block.bn(torch.relu(block.conv(padded))).amax(dim=3)
+            torch.testing.assert_close(block(x), plain, atol=2e-5, rtol=1e-5)
+    block = blocks[0].train()
+    calls = []
+    block.bn.register_forward_hook(lambda m, i, o: calls.append(i[0].shape))
+    block(x)
+    assert calls and len(calls[0]) == 4  # the batch norm saw the full map: the plain order
+
+
 def test_a_frozen_trunk_remembers_each_windows_output_when_asked():
     """remember_embeddings: the same logits as without, the trunk run once per distinct window
     (whatever batch it comes in); off again, nothing is kept."""

@@ -104,7 +104,22 @@ class FrontBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = nn.functional.pad(x, (0, 0, *self.time_pad))  # (F left, F right, T before, T after)
-        return self.bn(torch.relu(self.conv(x))).amax(dim=3)
+        if self.training:
+            return self.bn(torch.relu(self.conv(x))).amax(dim=3)
+        return self._max_first(self.conv(x))
+
+    def _max_first(self, z: torch.Tensor) -> torch.Tensor:
+        """The same output in inference, from the conv's extremes over bands: with its running
+        statistics the batch norm is a per-channel a·v + b, and ReLU and a·v + b (a ≥ 0) are
+        monotone, so the max over bands of a·ReLU(z) + b is a·ReLU(max z) + b, or a·ReLU(min z)
+        + b where a < 0. The full-size ReLU and batch norm passes (a third of the trunk's time
+        on a CPU) become one reduction, and they then run on a tensor `bands` times smaller."""
+        bn = self.bn
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        shift = bn.bias - bn.running_mean * scale
+        low, high = torch.aminmax(z, dim=3)
+        extreme = torch.where((scale >= 0)[:, None], high, low)
+        return torch.relu(extreme) * scale[:, None] + shift[:, None]
 
 
 class MidBlock(nn.Module):
