@@ -6,7 +6,8 @@ likelihood of the true genres), and the top score under which it answers "none o
 them, with ECE before and after and the threshold's cost on validation and test, into a NEW
 bundle folder; the model card beside a published bundle gets a section saying so. The model
 given is never changed. The features come from the cache (computed first when missing), as for
-`mgc.evaluate`.
+`mgc.evaluate`. A model refit on train + validation has no held-out validation tracks: `--like`
+gives it the temperature and threshold of a calibrated twin fitted on train alone.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 from mgc.core.cli import run_command
 from mgc.core.config import ConfigError
 from mgc.data.prepare import prepare
-from mgc.models.bundle import bundle_folder, write_calibrated
+from mgc.models.bundle import bundle_folder, load_bundle, write_calibrated
 from mgc.results.calibration import MAX_RECALL_LOSS, fit_bundle_calibration
 from mgc.results.evaluate import run_config
 from mgc.serve.publish import CARD_JSON, CARD_MD, calibrated_card, render_card
@@ -69,6 +70,12 @@ def main(argv: list[str] | None = None) -> int:
         help="share of correctly named validation tracks the rejection threshold may cost "
         f"(default {MAX_RECALL_LOSS})",
     )
+    parser.add_argument(
+        "--like",
+        type=Path,
+        help="a calibrated bundle whose temperature and threshold to use: for a model refit on "
+        "train + validation (train.include_valid), its twin fitted on train alone",
+    )
     args = parser.parse_intermixed_args(argv)
     if not 0 <= args.max_recall_loss < 1:
         parser.error("--max-recall-loss must be in [0, 1)")
@@ -83,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"{args.out}: exists; choose a new folder for the calibrated bundle")
         cfg, bundle = run_config(args.model, overrides)
         prepare(cfg, use_ray=False)  # the bundle's features for this data, computed if missing
-        record = fit_bundle_calibration(bundle, cfg, args.max_recall_loss)
+        like = (str(args.like), load_bundle(args.like)) if args.like else None
+        record = fit_bundle_calibration(bundle, cfg, args.max_recall_loss, like)
         out = write_calibrated(args.model, args.out, record, new_files(args.model, record))
         print(summary(record, out))
         return 0

@@ -227,3 +227,38 @@ def test_the_serving_contract_and_the_web_model_carry_the_calibration(trained_ru
     assert model.options.reject_below is None
     model.allow_rejection("model")
     assert model.options.reject_below == 0.7
+
+
+def test_a_model_refit_on_validation_borrows_its_twins_calibration(
+    trained_run, tmp_path: Path, capsys
+):
+    """A refit (train.include_valid) trained on the validation tracks: calibrating it on them is
+    refused in one line; --like gives it the temperature and threshold of its train-only twin,
+    scored on its own test tracks, and its card says where they come from."""
+    import shutil
+
+    import yaml
+
+    run_dir, data = trained_run
+    twin = publish([run_dir], tmp_path / "twin", "twin", force=False, trained_on="a box")
+    refit = tmp_path / "refit"
+    shutil.copytree(twin, refit)
+    cfg = yaml.safe_load((refit / "config.yaml").read_text())
+    cfg["train"]["include_valid"] = True
+    (refit / "config.yaml").write_text(yaml.safe_dump(cfg))
+    common = [f"root={data}", f"cache.dir={run_dir.parent / 'cache'}"]
+    assert calibrate_main([str(refit), *common, "--out", str(tmp_path / "no")]) == 2
+    assert "--like" in capsys.readouterr().err and not (tmp_path / "no").exists()
+    assert calibrate_main([str(twin), *common, "--out", str(tmp_path / "twin-cal")]) == 0
+    like = load_bundle(tmp_path / "twin-cal").calibration
+    out = tmp_path / "refit-cal"
+    args = [str(refit), *common, "--out", str(out), "--like", str(tmp_path / "twin-cal")]
+    assert calibrate_main(args) == 0
+    cal = load_bundle(out).calibration
+    assert cal["temperature"] == like["temperature"] and cal["reject_below"] == like["reject_below"]
+    assert cal["fitted_on"].startswith("valid, by ") and cal["valid"]["held_out"] is False
+    assert "taken with the threshold below from" in (out / "model_card.md").read_text()
+    # Only a calibrated bundle lends its calibration.
+    bad = [str(refit), *common, "--out", str(tmp_path / "bad"), "--like", str(twin)]
+    assert calibrate_main(bad) == 2
+    assert "not a calibrated bundle" in capsys.readouterr().err

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from scipy.optimize import minimize_scalar
 
-from mgc.core.config import Config
+from mgc.core.config import Config, ConfigError
 from mgc.data.datasets import DatasetError
 from mgc.data.loader import SplitData, build_chunk_set, load_split_data
 from mgc.models.bundle import Bundle
@@ -115,12 +115,18 @@ def calibration_report(
     test: tuple[np.ndarray, np.ndarray] | None = None,
     max_recall_loss: float = MAX_RECALL_LOSS,
     genres: list[str] | None = None,
+    like: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Temperature and threshold fitted on `valid` (track scores, labels); ECE, NLL and the
-    threshold's cost on validation and, when given, test (per genre too, given the genres'
-    names). The record a calibrated bundle keeps."""
-    temperature = fit_temperature(*valid)
-    threshold = choose_threshold(calibrate(valid[0], temperature), valid[1], max_recall_loss)
+    """Temperature and threshold fitted on `valid` (track scores, labels), or taken from `like`
+    (another model's calibration record); ECE, NLL and the threshold's cost on validation and,
+    when given, test (per genre too, given the genres' names). The record a calibrated bundle
+    keeps."""
+    if like is None:
+        temperature = fit_temperature(*valid)
+        threshold = choose_threshold(calibrate(valid[0], temperature), valid[1], max_recall_loss)
+    else:
+        temperature, threshold = float(like["temperature"]), float(like["reject_below"])
+        max_recall_loss = like.get("max_recall_loss", max_recall_loss)
     record: dict[str, Any] = {
         "temperature": temperature,
         "reject_below": threshold,
@@ -156,10 +162,26 @@ def track_scores(
 
 
 def fit_bundle_calibration(
-    bundle: Bundle, cfg: Config, max_recall_loss: float = MAX_RECALL_LOSS
+    bundle: Bundle,
+    cfg: Config,
+    max_recall_loss: float = MAX_RECALL_LOSS,
+    like: tuple[str, Bundle] | None = None,
 ) -> dict[str, Any]:
     """`calibration_report` of a bundle on the validation tracks of cfg's split (and its test
-    tracks, where it has any), read from the feature cache; with the split it was fitted on."""
+    tracks, where it has any), read from the feature cache; with the split it was fitted on.
+
+    A model whose validation tracks trained it (a refit: train.include_valid) cannot be fitted
+    on them; `like` = (name, calibrated bundle) gives it the temperature and threshold of that
+    bundle, a fit on train alone of the same recipe, and the record says where they come from
+    and scores them on this model's test tracks."""
+    if cfg.train.include_valid and like is None:
+        raise ConfigError(
+            f"{cfg.experiment.name}: its validation tracks trained it (train.include_valid), so "
+            "they cannot calibrate it; calibrate its twin fitted on train alone and pass that "
+            "bundle with --like"
+        )
+    if like is not None and not like[1].calibration:
+        raise ConfigError(f"{like[0]}: not a calibrated bundle (mgc.calibrate makes one)")
     data = load_split_data(cfg)
     if data.genres != bundle.genres:
         raise DatasetError(
@@ -169,6 +191,11 @@ def fit_bundle_calibration(
         raise DatasetError(f"{cfg.data.root}: split '{data.split_name}' has no valid tracks here")
     valid = track_scores(bundle, data, cfg, "valid")
     test = track_scores(bundle, data, cfg, "test") if data.parts.get("test") else None
-    record = calibration_report(valid, test, max_recall_loss, bundle.genres)
+    record = calibration_report(
+        valid, test, max_recall_loss, bundle.genres, like[1].calibration if like else None
+    )
     record["split"] = data.split_name
+    if like is not None:
+        record["fitted_on"] = f"valid, by {like[0]}"
+        record["valid"]["held_out"] = not cfg.train.include_valid
     return record

@@ -204,9 +204,18 @@ def calibration_lines(cal: dict[str, Any]) -> list[str]:
         '## Calibrated scores and "none of the ten"',
         "",
         f"Track scores are temperature-scaled, softmax(log p / T) with T = "
-        f"{cal['temperature']:.3f}, fitted by the likelihood of the {cal['valid']['tracks']} "
-        f"validation tracks of the {cal.get('split', '')} split. Expected calibration error "
-        f"({cal['ece_bins']} bins): {ece}. The top genre, and so accuracy, is unchanged.",
+        f"{cal['temperature']:.3f}, "
+        + (
+            f"fitted by the likelihood of the {cal['valid']['tracks']} validation tracks of the "
+            f"{cal.get('split', '')} split"
+            if cal.get("fitted_on", "valid") == "valid"
+            else f"taken with the threshold below from {cal['fitted_on'].split('by ', 1)[-1]}, "
+            f"a fit on train alone of the same recipe, calibrated on the {cal.get('split', '')} "
+            "split's validation tracks (this model trained on them: its own figures on "
+            "validation are not held out)"
+        )
+        + f". Expected calibration error ({cal['ece_bins']} bins): {ece}. The top genre, and "
+        "so accuracy, is unchanged.",
         "",
         f'`--reject-below` (predict, web page, bot) answers "none of the ten" when the top '
         f"calibrated score is below {cal['reject_below']:.3f}, chosen on validation so that at "
