@@ -28,7 +28,7 @@ from torch import nn
 
 from mgc.core.config import Config, TrainConfig, save_config
 from mgc.core.device import FastPath, choose_fast_path, machine, select_device
-from mgc.core.fsio import atomic_path
+from mgc.core.fsio import atomic_path, storage_join
 from mgc.data.datasets import DatasetError, write_label_map
 from mgc.data.loader import (
     ChunkSet,
@@ -533,7 +533,7 @@ def fit_torch(
     training = build_training(cfg, len(data.genres), fast)
     if remembers_embeddings(cfg):  # a frozen pretrained trunk (musicnn) on repeating windows
         # kept beside the feature cache too: the row's other trials and seeds reuse them
-        training.model.remember_embeddings(True, store=f"{cfg.cache.dir.rstrip('/')}/embeddings")
+        training.model.remember_embeddings(True, store=storage_join(cfg.cache.dir, "embeddings"))
     loop = Loop(
         cfg, training, wrap_for_steps(training.model, fast, parallel),
         TorchClassifier(training.model, fast), train_set, valid_set, fast, parallel, run_dir,
