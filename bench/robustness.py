@@ -167,7 +167,9 @@ def main(argv: list[str] | None = None) -> int:
                 if isinstance(made, Path):
                     pred = predictor.predict_file(made)
                     made.unlink()
-                else:
+                else:  # made at SR: to the model's own rate, as a decoder would bring it
+                    rate = bundle.features.sample_rate
+                    made = soxr.resample(made, SR, rate) if rate != SR else made
                     pred = predictor.predict_wave(np.asarray(made, np.float32))
                 got = int(np.argmax(pred.probabilities))
                 agree.setdefault(name, []).append(got == top)
