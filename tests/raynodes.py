@@ -83,16 +83,43 @@ class RayNode:
     node_id: str = ""
 
     def kill(self) -> None:
-        """kill -9 the node: its raylet, object store, agents and every worker on it."""
+        """kill -9 the node: its raylet, object store, agents and every worker on it. The
+        workers may sit in process groups of their own (Ray puts them there to clean up after
+        them), and one left alive goes on training for the seconds it takes to notice its raylet
+        is gone: so every process under the node is found first and killed with the group."""
+        tree = descendants(self.process.pid)
         try:
             os.killpg(self.process.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        for pid in tree:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         self.process.wait(timeout=30)
 
     @property
     def alive(self) -> bool:
         return self.process.poll() is None
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process under `pid` (Linux: read from /proc), children first."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # it ended while we looked
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        kids = [p for p, parent in parents.items() if parent == current]
+        found += kids
+        todo += kids
+    return found
 
 
 @dataclass

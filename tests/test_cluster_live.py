@@ -272,9 +272,9 @@ def test_a_node_lost_mid_trial_costs_at_most_its_epoch(
     nodes: RayNodes, shared: Path, tmp_path: Path
 ):
     """A worker node killed while a trial trains on it: the trial is retried on the surviving
-    node from its last checkpoint (sweep.max_failures), the log says so in one line, every
-    epoch of every trial is reported once, and the seeds and the table follow. A replacement
-    node joins afterwards for the tests after."""
+    node from its last checkpoint (sweep.max_failures), the log says so in one line, no epoch
+    is lost and at most the one in flight on the lost node runs twice, and the seeds and the
+    table follow. A replacement node joins afterwards for the tests after."""
     epochs = 30  # of a fraction of a second each: the kill lands mid-trial
     args = sweep_args(
         nodes, shared, tmp_path,
@@ -304,8 +304,12 @@ def test_a_node_lost_mid_trial_costs_at_most_its_epoch(
     assert len(trials) == 2 and all(t["epochs"] == epochs and "error" not in t for t in trials)
     after = reports(tmp_path)
     for name, rows in after.items():
-        # Every epoch reported once: none lost, none run twice after its checkpoint.
-        assert [r["training_iteration"] for r in rows] == list(range(1, epochs + 1)), name
+        # Every epoch reported, none lost. An epoch may run twice where the node died between
+        # its report and Tune's taking of its checkpoint: at most one, on a trial that ran there.
+        its = [r["training_iteration"] for r in rows]
+        assert sorted(set(its)) == list(range(1, epochs + 1)), (name, its)
+        ran_there = any(r["node_id"] == victim.node_id for r in rows)
+        assert len(its) - epochs <= (1 if ran_there else 0), (name, its)
     # The picked trial was mid-way on the victim: it finished on a node that survived. Another
     # trial on the victim may have finished its last epoch there before the kill landed; one
     # that did not moved too, and every move is one retry line.
