@@ -24,10 +24,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--robustness", type=Path, help="bench/robustness.py's json for this model, for the card"
     )
+    parser.add_argument(
+        "--latency", type=Path, help="bench/predict.py's json for this model, for the card"
+    )
     args = parser.parse_args(argv)
 
     def run() -> int:
-        out = publish(args.runs, args.out, args.id, args.force, args.trained_on, args.robustness)
+        out = publish(
+            args.runs, args.out, args.id, args.force, args.trained_on, args.robustness, args.latency
+        )
         print(f"published {args.runs[0]} as {args.id}: {out}")
         return 0
 

@@ -44,10 +44,17 @@ def test_the_bundled_model_ships_with_its_card():
     bundle = load_bundle(BUNDLED_MODEL)
     assert bundle.genres == card["genres"] and len(bundle.genres) == 10
     assert bundle.info["model_id"] == card["model_id"]
-    # It beats the original project's VGG-5 on the same split (0.852 accuracy, 0.773 macro-F1).
-    assert card["split"] == "stratified"
-    assert card["shipped_test"]["track_accuracy"] > 0.852
-    assert card["shipped_test"]["track_macro_f1"] > 0.773
+    # Chosen on the artist-filtered split, where it beats the published probes on musicnn's
+    # (77.2 %) and Jukebox's (79.7 %) features, on the same test tracks.
+    assert card["split"] == "fault_filtered"
+    assert card["shipped_test"]["track_accuracy"] > 0.797
+    # Robustness, cost, calibration and where its pretrained weights come from are on it.
+    rob = card["robustness"]["conditions"]
+    assert rob["white noise 20 dB SNR"]["agreement"] >= 0.8
+    assert rob["gain -12 dB"]["agreement"] >= 0.9
+    assert card["latency"]["ratio_vs_seed"]["mgc"] > 2.0
+    assert bundle.calibration["temperature"] > 0 and "ISC" in card["pretrained"]
+    assert bundle.features.loudness_db is not None  # the level of a recording does not matter
     size = sum(p.stat().st_size for p in BUNDLED_MODEL.rglob("*") if p.is_file())
     assert size < 15e6
 
@@ -70,6 +77,17 @@ def test_card_carries_robustness_figures_and_pretrained_provenance(trained_run, 
         },
     }
     (tmp_path / "rob.json").write_text(json.dumps(bench))
+    cols = {"seed": "seed: librosa + fp32", "mgc": "mgc: bf16"}
+    timed = {
+        "machine": {"cpu": "A CPU", "native_bf16": True, "torch": "2.x"},
+        "per_clip_one_thread": {
+            "columns": cols,
+            "total_ms": {"seed": 600.0, "mgc": 240.0},
+            "stage_ms": {"model": {"seed": 560.0, "mgc": 220.0}},
+            "ratio": {"seed": 1.0, "mgc": 2.5},
+        },
+    }
+    (tmp_path / "lat.json").write_text(json.dumps(timed))
     out = tmp_path / "model"
     args = [
         str(run_dir),
@@ -80,11 +98,13 @@ def test_card_carries_robustness_figures_and_pretrained_provenance(trained_run, 
         "--robustness",
         str(tmp_path / "rob.json"),
     ]
-    assert main(args) == 0
+    assert main([*args, "--latency", str(tmp_path / "lat.json")]) == 0
     card = json.loads((out / CARD_JSON).read_text())
     assert card["robustness"]["conditions"]["band limit 8 kHz"]["agreement"] == 0.75
     text = (out / CARD_MD).read_text()
     assert "| band limit 8 kHz | 75.0% | 50.0% | pop 50% |" in text
+    assert "| mgc: bf16 | 240.0 ms | 220.0 ms | 2.50× |" in text and "A CPU" in text
+    assert card["latency"]["ratio_vs_seed"]["mgc"] == 2.5
     assert card["pretrained"] is None  # trained from scratch: nothing to credit
     note = pretrained_note("musicnn:msd")
     assert "MSD" in note and "ISC" in note and "musicnn==0.1.0" in note

@@ -159,6 +159,41 @@ def robust_card(card: dict[str, Any], bench: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def timed_card(card: dict[str, Any], bench: dict[str, Any]) -> dict[str, Any]:
+    """The card with `bench/predict.py`'s cost of one 30 s clip on one thread (its json)."""
+    part = bench["per_clip_one_thread"]
+    return {
+        **card,
+        "latency": {
+            "total_ms": part["total_ms"],
+            "model_ms": {k: v for k, v in part["stage_ms"]["model"].items()},
+            "ratio_vs_seed": part["ratio"],
+            "columns": part["columns"],
+            "machine": bench["machine"],
+        },
+    }
+
+
+def latency_lines(lat: dict[str, Any]) -> list[str]:
+    """The card's section on what one clip costs, against the seed-style pipeline."""
+    cols, total, model = lat["columns"], lat["total_ms"], lat["model_ms"]
+    rows = [
+        f"| {cols[k]} | {total[k]:.1f} ms | {model[k]:.1f} ms | {lat['ratio_vs_seed'][k]:.2f}× |"
+        for k in cols
+    ]
+    return [
+        "## Cost",
+        "",
+        f"`bench/predict.py`, one 30 s clip end to end on one thread "
+        f"({_machine_text({k: lat['machine'][k] for k in ('cpu', 'native_bf16', 'torch')})}):",
+        "",
+        "| pipeline | per clip | model stage | speed-up |",
+        "|---|---|---|---|",
+        *rows,
+        "",
+    ]
+
+
 def robustness_lines(rob: dict[str, Any]) -> list[str]:
     """The card's section on perturbed inputs: per condition, how often the answer stays."""
     lines = [
@@ -269,6 +304,9 @@ def render_card(card: dict[str, Any]) -> str:
         "",
         f"    {card['command']}",
         "",
+        "The whole configuration is `config.yaml` beside this card: `python -m mgc.train "
+        "<this folder>/config.yaml data.root=/path/to/gtzan` trains the recipe again.",
+        "",
         *(
             [
                 f"The other seeds ran the same recipe with `train.seed` set to each of {card['seeds'][1:]}.",
@@ -292,6 +330,7 @@ def render_card(card: dict[str, Any]) -> str:
         "data.root=/path/to/gtzan --out eval/` (track level is the mean of chunk probabilities).",
         "",
         *(robustness_lines(card["robustness"]) if "robustness" in card else []),
+        *(latency_lines(card["latency"]) if "latency" in card else []),
         "## Data",
         "",
         *(f"- {note}" for note in card["data"]),
@@ -313,12 +352,15 @@ def publish(
     force: bool,
     trained_on: str | None,
     robustness: Path | None = None,
+    latency: Path | None = None,
 ) -> Path:
     if out.exists() and not force:
         raise ConfigError(f"{out}: exists; pass --force to replace it")
     card = model_card(model_id, runs, trained_on)
     if robustness is not None:
         card = robust_card(card, json.loads(Path(robustness).read_text()))
+    if latency is not None:
+        card = timed_card(card, json.loads(Path(latency).read_text()))
     # Built beside the target, then swapped in: a reader never sees half a model.
     with staged_folder(out, replace=True) as staging:
         shutil.copytree(runs[0] / BUNDLE_DIR, staging, dirs_exist_ok=True)
