@@ -168,6 +168,15 @@ def test_data_parallel_trial_trains_through_ray_train(
     (trial_dir,) = (tmp_path / "ray_results" / "mgc-E0").glob("_ddp_trial_*")
     assert list((trial_dir / "train").rglob("checkpoint_*/last.pt"))
     assert (tmp_path / "results" / "E0" / "seed_0" / "metrics.json").is_file()
+    # Tune killed the trial, and with it Ray Train's controller: the worker group's placement
+    # group is released all the same (by the driver), or the next data-parallel trial would wait
+    # for its CPUs for ever.
+    import time
+
+    deadline = time.monotonic() + 30
+    while ray_local.available_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert ray_local.available_resources().get("CPU", 0) == 2
 
 
 # A worker-process hook that makes `mgc.run.train.fit` fail on demand, driven by flag files, so the

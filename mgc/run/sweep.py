@@ -198,6 +198,11 @@ def _ddp_worker(loop_config: dict[str, Any]) -> None:
     nodes: list[str] = [""] * ctx.get_world_size()
     torch.distributed.all_gather_object(nodes, where.get("node_id", ""))
     where = {**where, "worker_nodes": ",".join(nodes)}
+    # The worker group's placement group, so that the driver can release it once Tune has ended
+    # the trial (release_worker_groups).
+    group = ray.util.get_current_placement_group()
+    if group is not None:
+        where["worker_group"] = group.id.hex()
 
     def report(metrics: dict[str, Any], ckpt_dir: Path) -> None:
         ckpt = None
@@ -426,13 +431,49 @@ def retry_note(max_failures: int):
     return RetryNote()
 
 
+def release_worker_groups():
+    """A Tune callback that removes a data-parallel trial's worker placement group once Tune has
+    ended, stopped or failed the trial.
+
+    Tune ends a trial by killing its actor, and with it the Ray Train controller that owns the
+    worker group; the group's placement group belongs to the job, so it would hold its CPUs
+    (GPUs) until the sweep ends. Ray Train's own PlacementGroupCleaner finds the controller's
+    death through the State API, which fails where the dashboard is off or a second Ray runs on
+    the node ("Found multiple active Ray instances"): the next data-parallel trial then waits
+    for those resources for ever. The driver knows its own Ray, so it releases the group here."""
+    from ray import tune
+    from ray._raylet import PlacementGroupID
+    from ray.util.placement_group import PlacementGroup, remove_placement_group
+
+    def release(trial: Any) -> None:
+        group = (trial.last_result or {}).get("worker_group")
+        if not group:
+            return
+        try:
+            remove_placement_group(PlacementGroup(PlacementGroupID(bytes.fromhex(group))))
+        except Exception as err:  # already removed by Ray Train, or Ray is going away
+            log.debug("worker group %s of trial %s: %s", group, trial.trial_id, err)
+
+    class ReleaseWorkerGroups(tune.Callback):
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            release(trial)
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            release(trial)
+
+        def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            release(trial)
+
+    return ReleaseWorkerGroups()
+
+
 def run_trials(cfg: Config, space: dict[str, dict[str, list]], resume: bool):
     """The search; returns Tune's ResultGrid once every trial has ended. Ctrl-C or SIGTERM make
     Tune save its state and return early: that becomes a KeyboardInterrupt here (the CLI says how
     to continue), never a table made from half a search."""
     import signal
 
-    callbacks = [*wandb_callbacks(cfg), retry_note(cfg.sweep.max_failures)]
+    callbacks = [*wandb_callbacks(cfg), retry_note(cfg.sweep.max_failures), release_worker_groups()]
     tuner = make_tuner(cfg, space, resume, callbacks)
     # Tune saves the experiment and stops cleanly on SIGINT only; SIGTERM goes the same way.
     previous = signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
