@@ -181,6 +181,12 @@ def test_m1_is_e0_with_logistic_regression_and_no_search(synth_dataset: Path):
     # The same split, features, chunking and final seeds as the CNN rows.
     assert (m1.data, m1.features, m1.chunks) == (e0.data, e0.features, e0.chunks)
     assert m1.sweep.final_seeds == e0.sweep.final_seeds
+    # Its one fit is its whole training: the full budget's epochs and patience are the CNNs'.
+    from mgc.run.seeds import chosen_config
+
+    final = chosen_config(m1, {})
+    assert final.train.epochs == 1 and final.train.windows_per_track == 0
+    assert chosen_config(e0, {}).train.epochs == e0.sweep.final.epochs
 
 
 @pytest.mark.slow

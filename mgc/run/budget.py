@@ -201,9 +201,15 @@ def quick_look(cfg: Config) -> Config:
 
 def final_overrides(cfg: Config) -> dict[str, Any]:
     """What the final seeds train at: the `train.*` values `sweep.final` sets (the full budget;
-    a value it leaves unset stays as the trials had it)."""
+    a value it leaves unset stays as the trials had it). A scikit-learn model's one fit is its
+    whole training, so epochs and patience do not apply to it."""
+    from mgc.models import is_sklearn
+
+    skip = {"refit"} | (
+        {"epochs", "early_stopping_patience"} if is_sklearn(cfg.model.name) else set()
+    )
     values = vars(cfg.sweep.final).items()
-    return {f"train.{k}": v for k, v in values if v is not None and k != "refit"}
+    return {f"train.{k}": v for k, v in values if v is not None and k not in skip}
 
 
 def time_training_step(cfg: Config, threads: int, steps: int = 3) -> float:
