@@ -220,11 +220,36 @@ def _ddp_worker(loop_config: dict[str, Any]) -> None:
     )
 
 
+class _ForwardReports:
+    """A Ray Train callback (made a `ray.train.UserCallback` where it is built) that puts rank
+    0's metrics of every report, with the checkpoint's path, on a queue the trial reads."""
+
+    def __init__(self, queue: Any) -> None:
+        self.queue = queue
+
+    def after_report(self, run_context: Any, metrics: list, checkpoint: Any) -> None:
+        item = dict(metrics[0])
+        if checkpoint is not None:
+            item["checkpoint_path"] = checkpoint.path
+        self.queue.put(item)
+
+
 def _ddp_trial(params: dict[str, Any], cfg: Config) -> None:
-    """A trial that trains over several Ray Train workers (several GPUs) and reports to Tune."""
+    """A trial that trains over several Ray Train workers (several GPUs) and reports to Tune.
+
+    The Ray Train run goes on in a thread of its own; its reports come back through a queue and
+    this function passes each on with `tune.report`, the plain function API, so Tune has taken
+    every epoch before the function returns. (Ray's own TuneReportCallback hands them to Tune
+    from Tune's main thread instead: when the run ends while its last report is still in
+    flight, the function's end and that report meet in Tune's one-slot result queue and the
+    trial hangs for ever, which happened here on a loaded machine.)"""
+    import queue as std_queue
+    import threading
+
+    from ray import train, tune
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
-    from ray.tune.integration.ray_train import TuneReportCallback
+    from ray.util.queue import Empty, Queue
 
     res = cfg.sweep.resources
     trial_dir = trial_folder(cfg)
@@ -234,6 +259,8 @@ def _ddp_trial(params: dict[str, Any], cfg: Config) -> None:
         "run_dir": str(trial_dir / "run"),
         "node_local": is_uri(cfg.sweep.storage_path),
     }
+    reports = Queue(actor_options={"num_cpus": 0})
+    forward = type("ForwardReports", (_ForwardReports, train.UserCallback), {})(reports)
     trainer = TorchTrainer(
         _ddp_worker,
         train_loop_config=loop_config,
@@ -249,10 +276,33 @@ def _ddp_trial(params: dict[str, Any], cfg: Config) -> None:
             name=trial_dir.name,
             # Beside the trial's folder in the storage (the trial's own folder, for a folder).
             storage_path=storage_join(experiment_path(cfg), trial_dir.name, "train"),
-            callbacks=[TuneReportCallback()],
+            callbacks=[forward],
         ),
     )
-    trainer.fit()
+    outcome: std_queue.Queue = std_queue.Queue()
+
+    def run() -> None:
+        try:
+            trainer.fit()
+            outcome.put(None)
+        except BaseException as err:  # raised below, in the trial's own thread
+            outcome.put(err)
+
+    threading.Thread(target=run, name="ray-train-run", daemon=True).start()
+    ended = False
+    while True:
+        try:
+            tune.report(reports.get(timeout=1.0))
+            continue
+        except Empty:
+            pass
+        if ended and reports.empty():
+            break
+        # The run's reports all reach the queue before fit() returns: one more look after it.
+        ended = ended or not outcome.empty()
+    err = outcome.get()
+    if err is not None:
+        raise err
 
 
 # ---------------------------------------------------------------------------------------------
