@@ -42,7 +42,13 @@ REPLAY_REDUCTION = (2, 3, 4)
 
 
 def trial_key(trial: dict, space: dict) -> tuple:
-    return tuple(round(float(trial[k]), 10) for k in sorted(space))
+    """A trial's configuration, comparable across the two searches (numbers rounded; categorical
+    choices such as an embedding's name as they are)."""
+
+    def value(v):
+        return round(float(v), 10) if isinstance(v, int | float) else str(v)
+
+    return tuple(value(trial[k]) for k in sorted(space))
 
 
 def compare(asha: list[dict], grid: list[dict], space: dict) -> dict:

@@ -91,6 +91,18 @@ def test_compare_counts_epochs_and_the_gap(bench):
     assert out["same_best_configuration"] is False
 
 
+def test_compare_matches_categorical_choices(bench):
+    """A search space with a categorical choice (T1's embedding) matches trials by its name."""
+    space = {"lr": None, "embedding": None}
+    asha = [{"lr": 0.1, "embedding": "pooled", "val_macro_f1": 0.6, "epochs": 1}]
+    grid = [
+        {"lr": 0.1, "embedding": "pooled", "val_macro_f1": 0.65, "epochs": 12},
+        {"lr": 0.1, "embedding": "penultimate", "val_macro_f1": 0.7, "epochs": 12},
+    ]
+    out = bench.compare(asha, grid, space)
+    assert out["shared_configurations"] == 1 and out["grid"]["trials"] == 2
+
+
 def test_proposal_index_reads_rays_trial_folder(bench):
     name = "_trial_8f03195c_7_model_dropout=0.2695,train_batch_size=16_2026-11-29_18-36-56"
     assert bench.proposal_index(name) == 7
