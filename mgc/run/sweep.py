@@ -453,7 +453,12 @@ def make_tuner(cfg: Config, space: dict[str, dict[str, list]], resume: bool, cal
             storage_path=cfg.sweep.storage_path,
             callbacks=callbacks,
             failure_config=tune.FailureConfig(max_failures=cfg.sweep.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            # Two, not one: Tune deletes a trial's older checkpoint as soon as a newer one is
+            # in, and saves its experiment state a moment later. A driver killed in between
+            # (kill -9, an OOM kill, a lost head node) left a state naming a checkpoint that was
+            # gone, and on --resume the trial failed every restore and was lost. With two kept,
+            # the state's checkpoint is still on disk. Pruning removes both after the search.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         ),
     )
 
