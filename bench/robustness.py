@@ -4,8 +4,9 @@ gain through `mgc.features.augment`, the training augmentations) against the cle
 
     python bench/robustness.py --data /path/to/gtzan [--model BUNDLE] [--limit 80]
 
-The clips are the test part of the bundle's own split (never seen in training), taken in turn
-from each genre so that every genre is represented. For each clip and condition the script runs
+The clips are the test part of the bundle's own split (never seen in training), or with
+`--part valid` its validation part (to choose between models without looking at test), taken in
+turn from each genre so that every genre is represented. For each clip and condition the script runs
 the same `Predictor` that `mgc.serve.predict` uses (fp32, so the figures are about the audio, not
 bf16 rounding) and counts how often the top genre equals the clean clip's (agreement) and the
 true genre (accuracy), overall and per genre. It prints both tables and writes
@@ -96,6 +97,18 @@ CONDITIONS: dict[str, Condition] = {
 }
 
 
+def pick_conditions(wanted: str) -> dict[str, Condition]:
+    """The conditions whose names contain one of the comma-separated parts of `wanted` (all of
+    them when it is empty); a part that names none is an error."""
+    parts = [w.strip() for w in wanted.split(",") if w.strip()]
+    if not parts:
+        return CONDITIONS
+    for part in parts:
+        if not any(part in name for name in CONDITIONS):
+            raise SystemExit(f"--conditions: {part!r} names no condition ({', '.join(CONDITIONS)})")
+    return {n: c for n, c in CONDITIONS.items() if any(p in n for p in parts)}
+
+
 def by_genre_in_turn(tracks: list[Track], limit: int) -> list[Track]:
     """Up to `limit` tracks (0: all), one of each genre in turn, so a short run still covers
     every genre."""
@@ -139,9 +152,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="the GTZAN folder (genre sub-folders)")
     parser.add_argument("--model", default=str(BUNDLED_MODEL))
-    parser.add_argument("--limit", type=int, default=80, help="test clips used (0 = all)")
+    parser.add_argument("--limit", type=int, default=80, help="clips used (0 = all)")
+    parser.add_argument(
+        "--part",
+        choices=("test", "valid"),
+        default="test",
+        help="the split's part the clips come from: valid to choose between models, test to report",
+    )
+    parser.add_argument(
+        "--conditions",
+        default="",
+        help="comma-separated parts of condition names to run (default: all), e.g. '8 kHz,20 dB'",
+    )
     parser.add_argument("--out", default=str(Path(__file__).parent / "out" / "robustness.json"))
     args = parser.parse_args(argv)
+    conditions = pick_conditions(args.conditions)
 
     model = Path(args.model)
     bundle = load_bundle(model)
@@ -149,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     config = model / "config.yaml"
     cfg = load_config(config if config.is_file() else None, [f"data.root={args.data}"])
     _, parts, split_name, _ = split_tracks(cfg)
-    tracks = by_genre_in_turn(parts["test"], args.limit)
+    tracks = by_genre_in_turn(parts[args.part], args.limit)
     predictor = Predictor(bundle, CPU_FP32)
     rng = np.random.default_rng(0)
     agree: dict[str, list[bool]] = {"clean": []}
@@ -162,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
             agree["clean"].append(True)
             right["clean"].append(top == truth)
             wave = load_audio(track.path, SR)
-            for name, condition in CONDITIONS.items():
+            for name, condition in conditions.items():
                 made = condition(wave, rng, Path(tmp) / f"{i}")
                 if isinstance(made, Path):
                     pred = predictor.predict_file(made)
@@ -180,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     info = machine()
     print(f"{info['cpu']} | native bf16: {info['native_bf16']} | torch {info['torch']}")
     print(
-        f"{model}: {len(tracks)} test clips of the {split_name} split "
+        f"{model}: {len(tracks)} {args.part} clips of the {split_name} split "
         f"({', '.join(f'{g} {genres.count(g)}' for g in sorted(set(genres)))}); {seconds:.0f} s"
     )
     print(f"  {'condition':<28}{'agree':>8}{'acc':>8}")
@@ -196,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     payload = {
         "model": str(model),
         "split": split_name,
+        "part": args.part,
         "clips": len(tracks),
         "clips_per_genre": {g: genres.count(g) for g in names},
         "seconds": seconds,

@@ -6,10 +6,27 @@ import numpy as np
 import pytest
 import torch
 from conftest import tone
+from torch import nn
 
-from mgc.core.config import AUGMENT_CONDITIONS, AugmentConfig, ConfigError, load_config
+from mgc.core.config import (
+    AUGMENT_CONDITIONS,
+    AugmentConfig,
+    ChunkConfig,
+    ConfigError,
+    FeatureConfig,
+    load_config,
+)
+from mgc.core.device import CPU_FP32
 from mgc.data.cache import CopyStore, FeatureStore, augment_key, feature_key
-from mgc.data.loader import FeaturesMissing, build_chunk_set, load_split_data, pick_versions
+from mgc.data.loader import (
+    FeaturesMissing,
+    TrackArray,
+    build_chunk_set,
+    iterate_pairs,
+    load_split_data,
+    pick_copies,
+    pick_versions,
+)
 from mgc.data.prepare import prepare, training_paths
 from mgc.features.augment import (
     APPLY_ORDER,
@@ -142,6 +159,8 @@ def test_conditions_drawn_in_order_and_from_the_lists():
         ("augment.noise_snr_db=[30,10]", "augment.noise_snr_db must be [low, high]"),
         ("augment.codecs=[opus]", "augment.codecs: ['opus']"),
         ("augment.copies=-1", "augment.copies must be >= 0"),
+        ("train.consistency=0.5", "train.consistency needs augmented copies"),
+        ("train.consistency=-1", "train.consistency must be >= 0"),
     ],
 )
 def test_bad_augment_settings_are_one_line_errors(override: str, message: str):
@@ -224,11 +243,73 @@ def test_loader_holds_copies_for_training_only_and_epochs_draw_among_them(
     assert pick_versions(plain, generator) is plain and torch.equal(generator.get_state(), state)
 
 
+def test_consistency_pairs_are_the_same_windows_of_a_copy():
+    """Each clean window sits beside the very same frames (jitter included) of one augmented
+    copy of its track, never of the clean log-mel."""
+    features = FeatureConfig()
+    chunks = ChunkConfig(window_s=1.0, normalize=False)
+    gen = torch.Generator().manual_seed(0)
+    tracks = []
+    for i in range(3):
+        logmel = torch.randn(features.n_mels, 300, generator=gen)
+        # copy k of a track is its log-mel plus k + 1: the offset names the copy
+        tracks.append(TrackArray(f"t{i}", i, logmel, [logmel + 1.0, logmel + 2.0]))
+    chunk_set = build_chunk_set(tracks, chunks, features)
+    offsets = set()
+    for _ in range(6):
+        copy_set = pick_copies(chunk_set, gen)
+        for x, x_copy, y in iterate_pairs(chunk_set, copy_set, 4, gen, jitter=True):
+            diff = x_copy - x
+            per_window = diff.flatten(1)
+            assert torch.allclose(per_window, per_window[:, :1].expand_as(per_window))
+            offsets |= {round(float(d)) for d in per_window[:, 0]}
+            assert len(y) == len(x) == len(x_copy)
+    assert offsets == {1, 2}
+    with pytest.raises(ValueError, match="augmented copies of every training track"):
+        pick_copies(build_chunk_set([TrackArray("c", 0, tracks[0].logmel)], chunks, features), gen)
+
+
+def test_consistency_adds_kl_of_the_copy_from_the_clean_prediction():
+    from mgc.run.train import train_step
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # the loss, not the step, is tested
+    loss_fn = nn.CrossEntropyLoss()
+    x, x_copy = torch.randn(5, 1, 3, 4), torch.randn(5, 1, 3, 4)
+    y = torch.tensor([0, 1, 2, 0, 1])
+    plain, _ = train_step(model, x, y, optimizer, loss_fn, CPU_FP32, x_copy, 0.0)
+    weighted, _ = train_step(model, x, y, optimizer, loss_fn, CPU_FP32, x_copy, 2.0)
+    with torch.no_grad():
+        p, q = model(x).softmax(1), model(x_copy).softmax(1)
+        both = loss_fn(model(torch.cat([x, x_copy])), torch.cat([y, y]))
+        kl = (p * (p.log() - q.log())).sum(1).mean()
+    assert plain == pytest.approx(float(both), rel=1e-5)
+    assert weighted == pytest.approx(float(both + 2.0 * kl), rel=1e-5)
+    assert kl > 0
+    # The clean prediction is the target, held fixed: the term's gradient flows through the
+    # copy's side only (the step leaves its gradients on the parameters).
+    train_step(model, x, y, optimizer, loss_fn, CPU_FP32, x_copy, 2.0)
+    got = [w.grad.clone() for w in model.parameters()]
+
+    def grads(detach_clean: bool) -> list[torch.Tensor]:
+        model.zero_grad()
+        log_p, log_q = model(x).log_softmax(1), model(x_copy).log_softmax(1)
+        target = log_p.detach() if detach_clean else log_p
+        kl = (target.exp() * (target - log_q)).sum(1).mean()
+        (loss_fn(model(torch.cat([x, x_copy])), torch.cat([y, y])) + 2.0 * kl).backward()
+        return [w.grad.clone() for w in model.parameters()]
+
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(got, grads(True), strict=True))
+    assert not all(torch.allclose(a, b, atol=1e-6) for a, b in zip(got, grads(False), strict=True))
+
+
 def test_every_condition_has_its_place_in_the_order():
     assert sorted(APPLY_ORDER) == sorted(AUGMENT_CONDITIONS)
 
 
-def test_a_run_trains_on_the_copies(synth_dataset: Path, tmp_path: Path):
+@pytest.mark.parametrize("consistency", ["0", "0.5"])
+def test_a_run_trains_on_the_copies(synth_dataset: Path, tmp_path: Path, consistency: str):
     from mgc.run.train import fit
 
     cfg = cfg_for(
@@ -241,6 +322,7 @@ def test_a_run_trains_on_the_copies(synth_dataset: Path, tmp_path: Path):
         "train.epochs=2",
         "train.threads=1",
         "train.amp=off",
+        f"train.consistency={consistency}",
     )
     prepare(cfg, use_ray=False)
     run = fit(cfg, run_dir=tmp_path / "run")

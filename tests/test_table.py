@@ -109,15 +109,15 @@ def test_write_tables(results: Path) -> None:
     assert [c.strip() for c in md[0].strip("|").split("|")] == COLUMNS
     cells = [c.strip() for c in md[3].strip("|").split("|")]
     assert cells[0] == "E10" and cells[4:7] == ["1,234,567", "81.2 ± 4.6", "79.0 ± 5.1"]
-    assert cells[7:10] == ["–", "–", "–"]  # no seed predictions in this fixture: no intervals
-    assert cells[10:13] == ["–", "–", "–"]  # nor convergence or a budget: rows made before
+    assert cells[7:11] == ["–"] * 4  # no seed predictions in this fixture: no intervals
+    assert cells[11:14] == ["–", "–", "–"]  # nor convergence or a budget: rows made before
     assert md[-1].startswith("Test Acc and Macro-F1 in %, mean ± std over the final seeds")
 
     tex = paths["tex"].read_text(encoding="utf-8")
     for needle in (r"\toprule", r"\midrule", r"\bottomrule", r"\caption{", r"\label{tab:ablation}"):
         assert tex.count(needle) == 1, needle
     assert tex.index(r"\toprule") < tex.index(r"\midrule") < tex.index(r"\bottomrule")
-    assert r"\begin{tabular}{llllrrrrrrrrrl}" in tex
+    assert r"\begin{tabular}{llllrrrrrrrrrrl}" in tex
     assert r"$\Delta$F1 [95\% CI] vs" in tex and "Δ" not in tex
     assert r"E10 & cnn4 & SpecAugment & Adam & 1,234,567 & 81.2 $\pm$ 4.6 & 79.0 $\pm$ 5.1 &" in tex
     assert (
@@ -358,3 +358,28 @@ def test_a_row_refit_on_train_and_validation_says_so():
     )
     assert _strategy({"strategy": "Adam", "budget": {"final_refit": False}}) == "Adam"
     assert _strategy({"strategy": "Adam"}) == "Adam"  # rows made before the option
+
+
+def test_seed_ensemble_averages_the_seeds_probabilities(tmp_path: Path) -> None:
+    """Three seeds that each get one of three tracks wrong, confidently but barely outvoted:
+    the mean of their probabilities gets all three right. Identical seeds are no ensemble."""
+    tracks = ["blues/blues.00000", "jazz/jazz.00000", "pop/pop.00000"]
+    genres = ["blues", "jazz", "pop"]
+    root = tmp_path / "results"
+    root.mkdir()
+    write_row(root, "E0", tracks, [["blues", "jazz", "pop"]] * 3)
+    write_row(root, "M1", tracks, [["blues", "jazz", "pop"]] * 3)
+    for seed in range(3):  # seed k is wrong on track k: 0.6 on the next genre, 0.4 on the truth
+        path = root / "E0" / f"seed_{seed}" / "predictions.csv"
+        frame = pd.read_csv(path)
+        for i in range(3):
+            wrong = i == seed
+            probs = np.zeros(3)
+            probs[i] = 0.4 if wrong else 1.0
+            probs[(i + 1) % 3] = 0.6 if wrong else 0.0
+            frame.loc[i, [f"p_{g}" for g in genres]] = probs
+            frame.loc[i, "predicted_genre"] = genres[int(probs.argmax())]
+        frame.to_csv(path, index=False)
+    table = collect(root).set_index("Experiment")
+    assert table.loc["E0", "Seed ensemble Acc / F1"] == "100.0 / 100.0"
+    assert table.loc["M1", "Seed ensemble Acc / F1"] == "–"

@@ -187,6 +187,11 @@ def validate(cfg: Config) -> None:
         (0 < d.train_fraction <= 1, "data.train_fraction must be in (0, 1]"),
         (0 < d.fraction <= 1, "data.fraction must be in (0, 1]"),
         (0 <= cfg.train.label_smoothing < 1, "train.label_smoothing must be in [0, 1)"),
+        (cfg.train.consistency >= 0, "train.consistency must be >= 0"),
+        (
+            cfg.train.consistency == 0 or cfg.augment.copies > 0,
+            "train.consistency needs augmented copies to pair with (augment.copies > 0)",
+        ),
         (len(cfg.sweep.final_seeds) >= 1, "sweep.final_seeds needs at least one seed"),
         (
             cfg.sweep.final.epochs is None or cfg.sweep.final.epochs > 0,

@@ -139,6 +139,11 @@ class TrainConfig:
     threads: int | None = None
     specaugment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
     chunk_jitter: bool = False  # E5: each training window shifted by up to half a step
+    # Consistency under augmentation (needs augment.copies): every step trains on the clean
+    # windows and on the same windows of a random augmented copy, and adds this weight times
+    # KL(clean prediction || copy's prediction), the clean side held fixed, so the model learns
+    # to give a degraded recording the clean one's answer. 0: off (one version per track).
+    consistency: float = 0.0
     # What an epoch is: 0 = every window of every training track; N = N windows per track at
     # random places, drawn afresh each epoch (a fixed cost per epoch, the same for every row).
     windows_per_track: int = 0

@@ -5,7 +5,9 @@ reaches two parts. Each track's full log-mel is held once; a batch is a stack of
 of it (the `Windowing` every caller shares), normalised per chunk on the fly.
 
 Under `augment.copies` a training track also holds its augmented log-mels (made by prepare), and
-each epoch trains on one of its versions, clean or augmented, drawn at random (`pick_versions`).
+each epoch trains on one of its versions, clean or augmented, drawn at random (`pick_versions`),
+or, under `train.consistency`, on the clean windows beside the same windows of a random copy
+(`pick_copies`, `iterate_pairs`).
 """
 
 from __future__ import annotations
@@ -69,16 +71,19 @@ class ChunkSet:
         per_track = torch.tensor([t.label for t in self.tracks], dtype=torch.long)
         return per_track[self.chunk_track]
 
-    def batch(self, idx: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Chunks `idx` as model input (B, 1, n_mels, window); with a generator, starts are
-        jittered by up to half a step either way (random crops, the chunk-level augmentation
-        of E5)."""
+    def starts(self, idx: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The first frames of windows `idx`; with a generator, jittered by up to half a step
+        either way (random crops, the chunk-level augmentation of E5)."""
         starts = self.chunk_start[idx]
         step = self.frontend.windowing.step
         if generator is not None and step > 1:
             starts = starts + torch.randint(
                 -(step // 2), step // 2 + 1, starts.shape, generator=generator
             )
+        return starts
+
+    def cut(self, idx: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
+        """Windows `idx` from frames `starts` (clamped into their track) as model input."""
         w = self.window
         out = []
         for t, s in zip(self.chunk_track[idx].tolist(), starts.tolist(), strict=True):
@@ -86,6 +91,10 @@ class ChunkSet:
             s = min(max(0, s), spec.shape[1] - w)
             out.append(spec[:, s : s + w])
         return self.frontend.finish(torch.stack(out))
+
+    def batch(self, idx: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Chunks `idx` as model input (B, 1, n_mels, window), jittered when given a generator."""
+        return self.cut(idx, self.starts(idx, generator))
 
 
 def pick_versions(chunk_set: ChunkSet, generator: torch.Generator) -> ChunkSet:
@@ -99,6 +108,20 @@ def pick_versions(chunk_set: ChunkSet, generator: torch.Generator) -> ChunkSet:
     versions = [
         dataclasses.replace(t, logmel=t.logmel if k == 0 else t.copies[k - 1])
         for t, k in zip(tracks, picks, strict=True)
+    ]
+    return dataclasses.replace(chunk_set, tracks=versions)
+
+
+def pick_copies(chunk_set: ChunkSet, generator: torch.Generator) -> ChunkSet:
+    """The same windows, each track as one of its augmented copies drawn at random (never the
+    clean log-mel): the other half of a consistency pair (`train.consistency`). Every track must
+    have copies."""
+    tracks = chunk_set.tracks
+    if not all(t.copies for t in tracks):
+        raise ValueError("consistency pairs need augmented copies of every training track")
+    picks = [int(torch.randint(len(t.copies), (1,), generator=generator)) for t in tracks]
+    versions = [
+        dataclasses.replace(t, logmel=t.copies[k]) for t, k in zip(tracks, picks, strict=True)
     ]
     return dataclasses.replace(chunk_set, tracks=versions)
 
@@ -131,6 +154,16 @@ def build_chunk_set(
     return ChunkSet(tracks, frontend, torch.tensor(track_idx), torch.tensor(starts))
 
 
+def batch_order(
+    n: int, batch_size: int, shuffle: bool, generator: torch.Generator | None
+) -> Iterator[torch.Tensor]:
+    """Window indices `0..n-1` in batches of `batch_size` (the last may be smaller), shuffled
+    with `generator` when asked."""
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    for i in range(0, n, batch_size):
+        yield order[i : i + batch_size]
+
+
 def iterate_batches(
     chunk_set: ChunkSet,
     batch_size: int,
@@ -139,13 +172,26 @@ def iterate_batches(
     jitter: bool = False,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Yields (x, labels, track index) batches; the last batch may be smaller."""
-    n = len(chunk_set)
-    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     labels = chunk_set.labels
-    for i in range(0, n, batch_size):
-        idx = order[i : i + batch_size]
+    for idx in batch_order(len(chunk_set), batch_size, shuffle, generator):
         x = chunk_set.batch(idx, generator if jitter else None)
         yield x, labels[idx], chunk_set.chunk_track[idx]
+
+
+def iterate_pairs(
+    chunk_set: ChunkSet,
+    copy_set: ChunkSet,
+    batch_size: int,
+    generator: torch.Generator,
+    jitter: bool = False,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Shuffled (x, x of the copy, labels) batches: each window of `chunk_set` beside the same
+    window (same track, same frames, jitter included) of `copy_set`, the same windows over other
+    versions of the tracks (`pick_copies`)."""
+    labels = chunk_set.labels
+    for idx in batch_order(len(chunk_set), batch_size, True, generator):
+        starts = chunk_set.starts(idx, generator if jitter else None)
+        yield chunk_set.cut(idx, starts), copy_set.cut(idx, starts), labels[idx]
 
 
 def split_tracks(cfg: Config) -> tuple[list[str], dict[str, list[Track]], str, dict[str, int]]:

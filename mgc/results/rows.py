@@ -12,7 +12,7 @@ import json
 import re
 import shutil
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -249,6 +249,16 @@ class SeedPredictions:
     tracks: list[str]
     truth: np.ndarray  # (n_tracks,) genre indices
     preds: list[np.ndarray]  # per seed, (n_tracks,) genre indices
+    probabilities: list[np.ndarray] = field(default_factory=list)  # per seed, (n_tracks, genres)
+
+    def ensemble(self) -> np.ndarray | None:
+        """The seeds as one model: each track's genre of highest mean probability over the
+        seeds; None when there is nothing to ensemble (under two seeds, or seeds that all
+        gave the same probabilities, as a deterministic fit does)."""
+        probs = self.probabilities
+        if len(probs) < 2 or all(np.array_equal(probs[0], p) for p in probs[1:]):
+            return None
+        return np.mean(probs, axis=0).argmax(axis=1)
 
 
 def seed_predictions(results_dir: str | Path, s: dict[str, Any]) -> SeedPredictions | None:
@@ -284,4 +294,5 @@ def seed_predictions(results_dir: str | Path, s: dict[str, Any]) -> SeedPredicti
         tracks=frames[0]["track"].tolist(),
         truth=frames[0]["true_genre"].map(code).to_numpy(dtype=np.int64),
         preds=[f["predicted_genre"].map(code).to_numpy(dtype=np.int64) for f in frames],
+        probabilities=[f[[f"p_{g}" for g in genres]].to_numpy(dtype=np.float64) for f in frames],
     )

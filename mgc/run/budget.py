@@ -231,9 +231,20 @@ def time_training_step(cfg: Config, threads: int, steps: int = 3) -> float:
         window = Frontend(cfg.features, cfg.chunks).windowing.window
         x = torch.randn(cfg.train.batch_size, 1, cfg.features.n_mels, window)
         y = torch.randint(0, classes, (cfg.train.batch_size,))
+        # Under consistency a step also trains on the windows' augmented copies: twice the input.
+        x_copy = x.clone() if cfg.train.consistency > 0 else None
 
         def step() -> None:
-            train_step(training.model, x, y, training.optimizer, training.loss_fn, fast)
+            train_step(
+                training.model,
+                x,
+                y,
+                training.optimizer,
+                training.loss_fn,
+                fast,
+                x_copy,
+                cfg.train.consistency,
+            )
 
         step()  # warm-up: the first step's allocations are no part of the rate
         t0 = time.perf_counter()

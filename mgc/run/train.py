@@ -35,7 +35,9 @@ from mgc.data.loader import (
     SplitData,
     build_chunk_set,
     iterate_batches,
+    iterate_pairs,
     load_split_data,
+    pick_copies,
     pick_versions,
     random_windows,
 )
@@ -267,12 +269,24 @@ def train_step(
     optimizer: torch.optim.Optimizer,
     loss_fn: nn.Module,
     fast: FastPath,
+    x_copy: torch.Tensor | None = None,
+    consistency: float = 0.0,
 ) -> tuple[float, int]:
-    """One optimiser step on a batch; returns (mean loss, correct predictions)."""
+    """One optimiser step on a batch; returns (mean loss, correct predictions). With `x_copy`
+    (the same windows, augmented) the batch holds both, each scored against the labels, and the
+    loss adds `consistency` times KL(clean || copy) with the clean side held fixed."""
+    n = len(y)
+    if x_copy is not None:
+        x, y = torch.cat([x, x_copy]), torch.cat([y, y])
     x, y = fast.to_input(x), y.to(fast.device)
     with fast.autocast():
         logits = model(x)
         loss = loss_fn(logits.float(), y)
+        if x_copy is not None and consistency:
+            log_p = torch.log_softmax(logits.float(), dim=1)
+            loss = loss + consistency * nn.functional.kl_div(
+                log_p[n:], log_p[:n].detach(), log_target=True, reduction="batchmean"
+            )
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -293,26 +307,37 @@ def train_epoch(
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
     rank, world = parallel.rank, parallel.world_size
-    chunks = pick_versions(chunks, generator)  # clean or an augmented copy, per track
+    paired = cfg.train.consistency > 0
+    if not paired:
+        chunks = pick_versions(chunks, generator)  # clean or an augmented copy, per track
     if cfg.train.windows_per_track:
         chunks = random_windows(chunks, cfg.train.windows_per_track, generator)
-    batches = iterate_batches(
-        chunks,
-        cfg.train.batch_size * world,
-        shuffle=True,
-        generator=generator,
-        jitter=cfg.train.chunk_jitter,
-    )
-    for x, y, _ in batches:
+    batch_size = cfg.train.batch_size * world
+    jitter = cfg.train.chunk_jitter
+    if paired:  # clean windows beside the same windows of a copy
+        batches = iterate_pairs(
+            chunks, pick_copies(chunks, generator), batch_size, generator, jitter
+        )
+    else:
+        batches = (
+            (x, None, y) for x, y, _ in iterate_batches(chunks, batch_size, True, generator, jitter)
+        )
+    for x, x_copy, y in batches:
         x, y = x[rank::world], y[rank::world]  # this worker's shard of the global batch
+        if x_copy is not None:
+            x_copy = x_copy[rank::world]
         if len(y) == 0:
             continue
         if augment is not None:
             x = augment(x)
-        loss, n_correct = train_step(model, x, y, optimizer, loss_fn, fast)
-        total_loss += loss * len(y)
+            x_copy = augment(x_copy) if x_copy is not None else None
+        loss, n_correct = train_step(
+            model, x, y, optimizer, loss_fn, fast, x_copy, cfg.train.consistency
+        )
+        n = len(y) * (2 if x_copy is not None else 1)
+        total_loss += loss * n
         correct += n_correct
-        seen += len(y)
+        seen += n
     return total_loss / max(seen, 1), correct / max(seen, 1)
 
 
