@@ -9,7 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from mgc.report.table import write_tables
+from mgc.core.fsio import atomic_write
+from mgc.report.table import compare_rows, comparison_markdown, write_tables
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,7 +27,19 @@ def main(argv: list[str] | None = None) -> int:
         default=True,
         help="also draw the paper figures (confusion, validation curves, searches; default: on)",
     )
+    parser.add_argument(
+        "--compare",
+        nargs=2,
+        action="append",
+        metavar=("ROW", "AGAINST"),
+        type=Path,
+        help="instead of the table: a row folder against another on the same test tracks, "
+        "with paired intervals (repeatable)",
+    )
+    parser.add_argument("--out", type=Path, help="with --compare: also write the Markdown here")
     args = parser.parse_args(argv)
+    if args.compare:
+        return compare(args.compare, args.out)
     if not Path(args.results).is_dir():
         print(f"error: {args.results}: results folder not found", file=sys.stderr)
         return 2
@@ -45,6 +58,19 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         if figures:
             print("wrote " + ", ".join(str(p) for p in figures))
+    return 0
+
+
+def compare(pairs: list[list[Path]], out: Path | None) -> int:
+    try:
+        text = comparison_markdown(compare_rows([(a, b) for a, b in pairs]))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(text)
+    if out is not None:
+        atomic_write(out, text)
+        print(f"wrote {out}")
     return 0
 
 

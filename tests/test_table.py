@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mgc.report.table import COLUMNS, collect, write_tables
+from mgc.report.table import COLUMNS, collect, compare_rows, write_tables
 from mgc.results.rows import SEED_COLUMNS, write_seed_csv
 from mgc.table import main
 
@@ -383,3 +383,40 @@ def test_seed_ensemble_averages_the_seeds_probabilities(tmp_path: Path) -> None:
     table = collect(root).set_index("Experiment")
     assert table.loc["E0", "Seed ensemble Acc / F1"] == "100.0 / 100.0"
     assert table.loc["M1", "Seed ensemble Acc / F1"] == "–"
+
+
+def test_compare_two_row_folders_on_the_same_tracks(tmp_path: Path, capsys) -> None:
+    """--compare: a row against another, wherever each folder lies (a budget check kept apart
+    from the main table), with the paired difference the table's ΔF1 column would give."""
+    genres = ["blues", "jazz", "metal", "pop"]
+    tracks = [f"{g}/{g}.{i:05d}" for g in genres for i in range(10)]
+    truth = [t.split("/")[0] for t in tracks]
+    wrong = {t: genres[(genres.index(t.split("/")[0]) + 1) % 4] for t in tracks}
+    half = [g if i % 2 else wrong[t] for i, (t, g) in enumerate(zip(tracks, truth, strict=True))]
+    conv = [{"best_epoch": 3, "epochs_run": 8}, {"best_epoch": 5, "epochs_run": 10}]
+    (tmp_path / "main").mkdir()
+    (tmp_path / "check").mkdir()
+    write_row(tmp_path / "main", "E0", tracks, [half, half], convergence=conv)
+    write_row(tmp_path / "check", "E0-2x", tracks, [truth, half], convergence=conv)
+    table = compare_rows([(tmp_path / "check" / "E0-2x", tmp_path / "main" / "E0")])
+    row = table.iloc[0]
+    assert row["Row"] == "E0-2x (3 / 8, 5 / 10)" and row["Against"].startswith("E0 (")
+    # seed means: accuracy 0.75 against 0.5
+    assert row["ΔAcc [95% CI]"].startswith("+25.0 [")
+    out = tmp_path / "check" / "check.md"
+    code = main(
+        [
+            "--compare",
+            str(tmp_path / "check" / "E0-2x"),
+            str(tmp_path / "main" / "E0"),
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0 and out.read_text().startswith("| Row")
+    # Other tracks, or a folder that is no finished row: one line, exit 2.
+    write_row(tmp_path / "main", "E1", tracks[:20], [truth[:20]])
+    assert main(["--compare", str(tmp_path / "main" / "E1"), str(tmp_path / "main" / "E0")]) == 2
+    assert "not scored on the same test tracks" in capsys.readouterr().err
+    assert main(["--compare", str(tmp_path / "nope"), str(tmp_path / "main" / "E0")]) == 2
+    assert "no summary.json" in capsys.readouterr().err

@@ -9,7 +9,13 @@ import pandas as pd
 
 from mgc.core.fsio import atomic_write
 from mgc.results.metrics import classification_metrics
-from mgc.results.rows import SeedPredictions, is_reference, read_summaries, seed_predictions
+from mgc.results.rows import (
+    SeedPredictions,
+    is_reference,
+    read_summaries,
+    read_summary,
+    seed_predictions,
+)
 from mgc.results.stats import Interval, bootstrap_interval, paired_difference
 
 COLUMNS = [
@@ -94,11 +100,14 @@ def _ensemble(pred: SeedPredictions | None) -> str:
     return f"{100 * m['accuracy']:.1f} / {100 * m['macro_f1']:.1f}"
 
 
+def _signed(interval: Interval) -> str:
+    return f"{100 * interval.value:+.1f} [{100 * interval.low:+.1f}, {100 * interval.high:+.1f}]"
+
+
 def _delta(interval: Interval | None, other: str | None) -> str:
     if interval is None:
         return "–"
-    value = f"{100 * interval.value:+.1f} [{100 * interval.low:+.1f}, {100 * interval.high:+.1f}]"
-    return f"{value} vs {other}"
+    return f"{_signed(interval)} vs {other}"
 
 
 def _cost(s: dict[str, Any]) -> dict[str, str]:
@@ -248,3 +257,76 @@ def write_tables(results_dir: str | Path) -> dict[str, Path]:
         "tex": to_latex(table),
     }
     return {k: _write(results_dir / f"table.{k}", t) for k, t in texts.items()}
+
+
+COMPARE_COLUMNS = [
+    "Row",
+    "Against",
+    "Test Acc",
+    "Macro-F1",
+    "ΔAcc [95% CI]",
+    "ΔF1 [95% CI]",
+]
+COMPARE_NOTE = (
+    "In brackets after a row's name: each seed's best epoch / epochs run. Test Acc and "
+    "Macro-F1 in %, mean ± std over the row's seeds (the row's, then the other's), track "
+    "level. Δ: the row minus "
+    "the row it is held against, on the same test tracks, with its paired bootstrap interval "
+    "(resamples of the test tracks, stratified by genre, of the seed means); an interval that "
+    "holds 0 is no evidence of a change."
+)
+
+
+def _read_row(folder: Path) -> tuple[dict[str, Any], SeedPredictions]:
+    """A finished row's summary and seed predictions, from its folder."""
+    path = folder / "summary.json"
+    if not path.is_file():
+        raise ValueError(f"{folder}: no summary.json (not a finished row)")
+    s = read_summary(path)
+    if str(s["experiment"]) != folder.name:
+        raise ValueError(f"{folder}: holds row {s['experiment']!r}, not {folder.name!r}")
+    pred = seed_predictions(folder.parent, s)
+    if pred is None:
+        raise ValueError(f"{folder}: a seed's predictions.csv is missing")
+    return s, pred
+
+
+def _epochs(s: dict[str, Any]) -> str:
+    return (
+        ", ".join(f"{c['best_epoch']} / {c['epochs_run']}" for c in s.get("convergence") or [])
+        or "–"
+    )
+
+
+def compare_rows(pairs: list[tuple[Path, Path]]) -> pd.DataFrame:
+    """For each (row, against) pair of row folders: both rows' scores and the paired difference
+    of the row from the one it is held against, on the very same test tracks (a row trained
+    again at a larger budget against the original, for instance)."""
+    lines = []
+    for folder, against in pairs:
+        (s, pred), (o, other) = _read_row(Path(folder)), _read_row(Path(against))
+        if pred.tracks != other.tracks or pred.genres != other.genres:
+            raise ValueError(f"{folder} and {against}: not scored on the same test tracks")
+        n = len(pred.genres)
+        delta = {
+            metric: paired_difference(pred.truth, other.preds, pred.preds, metric, n, N_BOOT)
+            for metric in ("accuracy", "macro_f1")
+        }
+        lines.append(
+            {
+                "Row": f"{s['experiment']} ({_epochs(s)})",
+                "Against": f"{o['experiment']} ({_epochs(o)})",
+                "Test Acc": f"{mean_std(s, 'test_track_accuracy')} vs "
+                f"{mean_std(o, 'test_track_accuracy')}",
+                "Macro-F1": f"{mean_std(s, 'test_track_macro_f1')} vs "
+                f"{mean_std(o, 'test_track_macro_f1')}",
+                "ΔAcc [95% CI]": _signed(delta["accuracy"]),
+                "ΔF1 [95% CI]": _signed(delta["macro_f1"]),
+            }
+        )
+    return pd.DataFrame(lines, columns=COMPARE_COLUMNS)
+
+
+def comparison_markdown(table: pd.DataFrame) -> str:
+    body = table.to_markdown(index=False, disable_numparse=True)
+    return f"{body}\n\n{COMPARE_NOTE}\n"
