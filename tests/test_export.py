@@ -29,6 +29,7 @@ from mgc.serve.export import (
     load_exported,
     parity,
     random_inputs,
+    serving_contract,
 )
 
 # TorchScript needs only torch; ONNX tests skip, with the reason, where its packages are missing.
@@ -240,3 +241,60 @@ def test_cli_errors_are_one_line_with_status_2(runs, tmp_path, capsys, args, mes
     lines = captured.err.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
     assert not any((paths["cnn4"] / "bundle" / n).exists() for n in ("model.ts", "model.onnx"))
+
+
+@pytest.mark.parametrize(
+    "features",
+    [
+        FeatureConfig(),  # the default: dB with a per-track floor
+        # musicnn's front end, levelled and low-passed, as the shipped model may be
+        FeatureConfig(
+            sample_rate=16000,
+            n_fft=512,
+            hop_length=256,
+            n_mels=96,
+            scale="log10_10000",
+            loudness_db=-17.0,
+            lowpass_hz=3600.0,
+        ),
+    ],
+)
+def test_the_written_contract_reproduces_the_front_end(bundle, features):
+    """A server that knows only the contract's numbers and words (librosa for the STFT and the
+    filters) computes the log-mel mgc's front end computes: level, low-pass and compression
+    included."""
+    import librosa
+
+    pre = serving_contract(dataclasses.replace(bundle, features=features))["preprocessing"]
+    sr, st, mel, db = pre["sample_rate"], pre["stft"], pre["mel"], pre["db"]
+    wave = np.random.default_rng(1).normal(0, 0.05, 2 * sr).astype(np.float32)
+    wave += 0.3 * np.sin(2 * np.pi * 440 * np.arange(wave.size) / sr).astype(np.float32)
+    level = pre["level"]["loudness_db"]
+    y = wave if level is None else wave * 10 ** (level / 20) / np.sqrt(np.mean(wave**2))
+    power = (
+        np.abs(
+            librosa.stft(
+                y, n_fft=st["n_fft"], hop_length=st["hop_length"], center=True, pad_mode="constant"
+            )
+        )
+        ** 2
+    )
+    fb = librosa.filters.mel(
+        sr=sr,
+        n_fft=st["n_fft"],
+        n_mels=mel["n_mels"],
+        fmin=mel["f_min"],
+        fmax=mel["f_max"],
+        norm="slaney",
+        htk=False,
+    )
+    if mel["lowpass_hz"] is not None:
+        fb[:, librosa.fft_frequencies(sr=sr, n_fft=st["n_fft"]) > mel["lowpass_hz"]] = 0.0
+    m = fb @ power
+    if db["scale"] == "log10_10000":
+        assert db["formula"] == "log10(10000 * mel_power + 1)"
+        ours = np.log10(10000 * m + 1)
+    else:
+        ours = librosa.power_to_db(m, ref=1.0, amin=1e-10, top_db=db["top_db"])
+    theirs = Frontend(features, ChunkConfig()).logmel(wave)
+    np.testing.assert_allclose(ours, theirs, atol=2e-3 if db["scale"] == "db" else 2e-4)

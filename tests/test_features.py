@@ -134,3 +134,25 @@ def test_loudness_matching_makes_the_features_deaf_to_gain():
     for gain in (10 ** (-12 / 20), 10 ** (12 / 20)):
         np.testing.assert_allclose(level.logmel(wave * gain), level.logmel(wave), atol=1e-4)
         assert np.abs(plain.logmel(wave * gain) - plain.logmel(wave)).max() > 0.1
+
+
+def test_lowpass_makes_a_band_limited_copy_look_like_its_original():
+    """features.lowpass_hz: what lies above the cut feeds no mel band, so a file band-limited at
+    8 kHz sampling (nothing above 4 kHz) and its full-band original give nearly the same
+    log-mel; the bands stay where they were, so the part below the cut is unchanged."""
+    from mgc.features.augment import band_limit
+    from mgc.features.frontend import Frontend
+
+    sr = 16000
+    rng = np.random.default_rng(0)
+    wave = tone(440.0, 2.0, sr=sr) + 0.05 * rng.standard_normal(2 * sr).astype(np.float32)
+    phone = band_limit(wave, sr, 8000)
+    features = FeatureConfig(sample_rate=sr, n_fft=512, hop_length=256, n_mels=96)
+    musicnn_scale = dataclasses.replace(features, scale="log10_10000")
+    full = Frontend(musicnn_scale, ChunkConfig())
+    cut = Frontend(dataclasses.replace(musicnn_scale, lowpass_hz=3600.0), ChunkConfig())
+    assert np.abs(full.logmel(phone) - full.logmel(wave)).max() > 1.0  # the band is gone
+    assert np.abs(cut.logmel(phone) - cut.logmel(wave)).max() < 0.1
+    below = librosa.mel_frequencies(96 + 2, fmax=sr / 2, htk=False)[2:] < 3000
+    np.testing.assert_allclose(cut.logmel(wave)[below], full.logmel(wave)[below], atol=1e-5)
+    assert not cut.logmel(wave)[~below][-10:].any()  # the top bands read as silence

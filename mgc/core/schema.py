@@ -43,6 +43,12 @@ class FeatureConfig:
     # (5th to 95th percentile, median -17 dBFS), and a -12 dB gain changed a musicnn probe's
     # answer on a third of the test clips of bench/robustness.py.
     loudness_db: float | None = None
+    # Everything above this frequency (Hz) is dropped before the mel projection (the filterbank's
+    # weights on higher STFT bins are zero), in training and prediction alike: the model hears
+    # only the band a telephone or a low-rate file still carries, so such a file and its
+    # full-band original look alike to it. The mel bands keep their places (a pretrained
+    # trunk's input layout is unchanged); those above it read as silence. null: the full band.
+    lowpass_hz: float | None = None
 
 
 @dataclass

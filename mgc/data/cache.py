@@ -39,7 +39,7 @@ FEATURE_VERSION = 2  # 2: resampling by soxr (streams the same as whole files), 
 
 # FeatureConfig fields added after caches were made, with the value they had implicitly before:
 # left out of the key at that value, so existing caches keep their keys; any other value is in it.
-_ADDED_LATER = {"scale": "db", "loudness_db": None}
+_ADDED_LATER = {"scale": "db", "loudness_db": None, "lowpass_hz": None}
 
 
 def feature_key(cfg: FeatureConfig) -> str:

@@ -47,6 +47,7 @@ class LogMel(nn.Module):
         top_db: float | None = 80.0,
         block_frames: int = 128,
         scale: Literal["db", "log10_10000"] = "db",
+        lowpass_hz: float | None = None,
     ):
         super().__init__()
         if scale not in ("db", "log10_10000"):
@@ -70,6 +71,8 @@ class LogMel(nn.Module):
             norm="slaney",
             mel_scale="slaney",
         )
+        if lowpass_hz is not None:  # STFT bins above it feed no band
+            fb[torch.linspace(0, sample_rate / 2, fb.shape[0]) > lowpass_hz] = 0.0
         self.register_buffer("mel_fb", fb.T.contiguous(), persistent=False)  # (n_mels, n_freqs)
         # Each FFT bin feeds at most two triangular filters, so the filterbank is ~98% zeros: on
         # a CPU, as a sparse matrix, the projection costs a fraction of the dense matmul that
@@ -90,6 +93,7 @@ class LogMel(nn.Module):
             cfg.f_max,
             cfg.top_db,
             scale=cfg.scale,
+            lowpass_hz=cfg.lowpass_hz,
         )
 
     def _mel_power(self, segment: torch.Tensor) -> torch.Tensor:

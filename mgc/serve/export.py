@@ -15,14 +15,18 @@ What a server must do before calling it (the log-mel front end is NOT in the gra
     beside the exported file (and in the file's own metadata):
 
     1. Decode to mono (mean of the channels), float32 in [-1, 1], resampled to
-       `features.sample_rate` (mgc uses soxr at its default, high quality).
+       `features.sample_rate` (mgc uses soxr at its default, high quality). With
+       `features.loudness_db`, scale the wave to that RMS level (dBFS), nothing clipped.
     2. Power spectrogram: n_fft-point STFT, hop `hop_length`, periodic Hann window of n_fft,
        centred frames (n_fft // 2 zeros padded at each end), |X|²; 1 + samples // hop frames.
     3. Mel: `n_mels` Slaney-scale triangular filters with Slaney area normalisation between
-       f_min and f_max (f_max null: sample_rate / 2), applied to the power spectrogram.
-    4. dB: 10·log10(max(power, 1e-10)); with `top_db` set, values below (the whole track's
-       maximum − top_db) are raised to it. The floor is taken per track, before windowing.
-       This matches librosa.power_to_db(librosa.feature.melspectrogram(...)) with its defaults.
+       f_min and f_max (f_max null: sample_rate / 2), applied to the power spectrogram; with
+       `features.lowpass_hz`, the filters' weights on STFT bins above it are zero.
+    4. Compression, by `features.scale`. "db": 10·log10(max(power, 1e-10)); with `top_db` set,
+       values below (the whole track's maximum − top_db) are raised to it. The floor is taken
+       per track, before windowing. This matches
+       librosa.power_to_db(librosa.feature.melspectrogram(...)) with its defaults.
+       "log10_10000" (musicnn): log10(10000·power + 1), no floor.
     5. Windows: `window_frames` frames (round(window_s · sample_rate / hop_length)) starting
        every `step_frames` (round(window_frames · (1 − overlap))); a tail shorter than a
        window is dropped, and a track shorter than one window is padded on the right with its
@@ -222,11 +226,28 @@ def serving_contract(bundle: Bundle) -> dict[str, Any]:
     f, c = bundle.features, bundle.chunks
     windowing = Windowing.from_config(c, f)
     eps = inspect.signature(normalize_chunks).parameters["eps"].default
-    floor = (
-        f"values below (the whole track's maximum - {f.top_db} dB) are raised to it; "
-        "taken per track before windowing"
-        if f.top_db is not None
-        else "none"
+    if f.scale == "log10_10000":  # musicnn's compression: no floor
+        compress = {"formula": "log10(10000 * mel_power + 1)", "top_db": None, "floor": "none"}
+    else:
+        floor = (
+            f"values below (the whole track's maximum - {f.top_db} dB) are raised to it; "
+            "taken per track before windowing"
+            if f.top_db is not None
+            else "none"
+        )
+        compress = {
+            "formula": "10 * log10(max(mel_power, 1e-10))",
+            "top_db": f.top_db,
+            "floor": floor,
+        }
+    level = (
+        {
+            "loudness_db": f.loudness_db,
+            "formula": "wave * 10**(loudness_db / 20) / rms(wave), rms over the whole file (each "
+            "60 s segment of a longer stream); nothing clipped; a silent wave stays as it is",
+        }
+        if f.loudness_db is not None
+        else {"loudness_db": None, "formula": "none: the wave as decoded"}
     )
     return {
         "input": {
@@ -249,6 +270,7 @@ def serving_contract(bundle: Bundle) -> dict[str, Any]:
         "preprocessing": {
             "decode": "mono (mean of channels), float32 in [-1, 1], resampled with soxr (HQ)",
             "sample_rate": f.sample_rate,
+            "level": level,
             "stft": {
                 "n_fft": f.n_fft,
                 "hop_length": f.hop_length,
@@ -265,12 +287,10 @@ def serving_contract(bundle: Bundle) -> dict[str, Any]:
                 "f_max": f.f_max if f.f_max is not None else f.sample_rate / 2,
                 "scale": "slaney",
                 "norm": "slaney",
+                "lowpass_hz": f.lowpass_hz,
+                "lowpass": "the filters' weights on STFT bins above lowpass_hz are 0 (null: none)",
             },
-            "db": {
-                "formula": "10 * log10(max(mel_power, 1e-10))",
-                "top_db": f.top_db,
-                "floor": floor,
-            },
+            "db": {"scale": f.scale, **compress},
             "windows": {
                 "window_s": c.window_s,
                 "overlap": c.overlap,
@@ -315,13 +335,19 @@ def _readme(contract: dict[str, Any], exported: Path, fmt: str) -> str:
         f"Run: {run}",
         "",
         "The log-mel front end is NOT in the graph. Apply, in order:",
-        f"1. decode: {p['decode']}, at {p['sample_rate']} Hz",
+        f"1. decode: {p['decode']}, at {p['sample_rate']} Hz; level: {p['level']['formula']}"
+        + (
+            f", loudness_db {p['level']['loudness_db']:g}"
+            if p["level"]["loudness_db"] is not None
+            else ""
+        ),
         f"2. STFT: n_fft {st['n_fft']}, hop {st['hop_length']}, {st['window']} window of "
         f"{st['win_length']} samples, centred ({st['pad']}), power {st['power']}; "
         f"{st['frames']} frames",
         f"3. mel: {mel['n_mels']} {mel['scale']}-scale filters, {mel['norm']} norm, "
-        f"{mel['f_min']}-{mel['f_max']} Hz",
-        f"4. dB: {db['formula']}; top_db {db['top_db']}: floor {db['floor']}",
+        f"{mel['f_min']}-{mel['f_max']} Hz"
+        + (f"; {mel['lowpass']}, lowpass_hz {mel['lowpass_hz']:g}" if mel["lowpass_hz"] else ""),
+        f"4. compress: {db['formula']}; top_db {db['top_db']}: floor {db['floor']}",
         f"5. windows of {w['window_frames']} frames ({w['window_s']} s) every "
         f"{w['step_frames']} frames (overlap {w['overlap']}); {w['tail']}; "
         f"a shorter track is {w['short_track']}",
