@@ -27,11 +27,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--latency", type=Path, help="bench/predict.py's json for this model, for the card"
     )
+    parser.add_argument(
+        "--ensemble",
+        action="store_true",
+        help="ship every run (seeds of one frozen-trunk musicnn recipe) as one model: their "
+        "heads on the shared trunk, probabilities averaged",
+    )
     args = parser.parse_args(argv)
 
     def run() -> int:
         out = publish(
-            args.runs, args.out, args.id, args.force, args.trained_on, args.robustness, args.latency
+            args.runs,
+            args.out,
+            args.id,
+            args.force,
+            args.trained_on,
+            args.robustness,
+            args.latency,
+            args.ensemble,
         )
         print(f"published {args.runs[0]} as {args.id}: {out}")
         return 0

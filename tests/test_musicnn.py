@@ -167,15 +167,16 @@ def test_the_loader_feeds_musicnn_the_originals_input():
 
 
 def test_the_feature_key_changes_with_scale_and_only_then():
-    """Caches made before `scale` and `loudness_db` existed keep their key; the musicnn scale
-    and a loudness target get their own."""
+    """Caches made before `scale`, `loudness_db` and `lowpass_hz` existed keep their key; the
+    musicnn scale, a loudness target and a low-pass get their own."""
     default = FeatureConfig()
-    later = ("scale", "loudness_db")
+    later = ("scale", "loudness_db", "lowpass_hz")
     before = {k: v for k, v in dataclasses.asdict(default).items() if k not in later}
     payload = json.dumps({"v": FEATURE_VERSION, **before}, sort_keys=True)
     assert feature_key(default) == hashlib.sha1(payload.encode()).hexdigest()[:12]
     assert feature_key(dataclasses.replace(default, scale="log10_10000")) != feature_key(default)
     assert feature_key(dataclasses.replace(default, loudness_db=-17.0)) != feature_key(default)
+    assert feature_key(dataclasses.replace(default, lowpass_hz=3600.0)) != feature_key(default)
 
 
 # -- (c) the classifier in the model registry ---------------------------------------------------

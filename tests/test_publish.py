@@ -111,3 +111,82 @@ def test_card_carries_robustness_figures_and_pretrained_provenance(trained_run, 
     provenance = Path(__file__).resolve().parents[1] / note.split(" in ")[-1].rstrip(".")
     assert provenance.is_file() and "ISC" in provenance.read_text()
     assert pretrained_note("scratch") is None and pretrained_note(None) is None
+
+
+@pytest.fixture(scope="module")
+def probe_seeds(tmp_path_factory) -> tuple[list[Path], Path]:
+    """(two run folders, dataset): seeds 0 and 1 of a frozen-trunk musicnn probe on synthetic
+    tones, one epoch each, in fp32."""
+    from conftest import write_synth_dataset
+
+    from mgc.core.config import load_config
+    from mgc.data.prepare import prepare
+    from mgc.run.train import fit
+
+    tmp = tmp_path_factory.mktemp("probe")
+    root = write_synth_dataset(tmp / "ds")
+    runs = []
+    for seed in (0, 1):
+        cfg = load_config(
+            None,
+            [
+                f"data.root={root}",
+                f"cache.dir={tmp / 'cache'}",
+                "features.sample_rate=16000",
+                "features.n_fft=512",
+                "features.hop_length=256",
+                "features.n_mels=96",
+                "features.scale=log10_10000",
+                "chunks.window_s=2.992",
+                "chunks.normalize=false",
+                "model.name=musicnn",
+                "model.pretrained=msd",
+                "model.freeze=true",
+                "model.embedding=pooled",
+                "model.head_hidden=16",
+                "train.epochs=1",
+                "train.threads=1",
+                "train.amp=off",
+                f"train.seed={seed}",
+            ],
+        )
+        prepare(cfg, use_ray=False)
+        fit(cfg, run_dir=tmp / f"seed{seed}")
+        runs.append(tmp / f"seed{seed}")
+    return runs, root
+
+
+def test_an_ensemble_ships_the_seeds_heads_on_one_trunk(probe_seeds, tmp_path: Path):
+    """--ensemble: one bundle whose probabilities are the mean of the seeds' (one trunk pass,
+    two heads), and whose card's shipped figures are what evaluating that bundle gives."""
+    import numpy as np
+    import torch
+
+    runs, root = probe_seeds
+    out = publish(runs, tmp_path / "ens", "probe-ens", False, None, ensemble=True)
+    merged = load_bundle(out)
+    assert merged.model_cfg.heads == 2 and merged.info["heads"] == 2
+    singles = [load_bundle(r) for r in runs]
+    x = torch.randn(3, 1, 96, 187)
+    mean = np.mean([b.classifier.predict_proba(x) for b in singles], axis=0)
+    np.testing.assert_allclose(merged.classifier.predict_proba(x), mean, atol=1e-6)
+    assert merged.classifier.params == 2 * singles[0].classifier.params
+    card = json.loads((out / CARD_JSON).read_text())
+    assert card["shipped_seed"] == "ensemble" and card["seeds"] == [0, 1]
+    _, metrics = evaluate_run(
+        out, [f"data.root={root}", f"cache.dir={root.parent / 'cache'}"], out_dir=tmp_path / "ev"
+    )
+    for key in ("track_accuracy", "track_macro_f1"):
+        assert metrics[key] == pytest.approx(card["shipped_test"][key], abs=1e-3), key
+    assert "ensemble of seeds [0, 1]" in (out / CARD_MD).read_text()
+
+
+def test_an_ensemble_needs_seeds_of_a_frozen_trunk(trained_run, probe_seeds, tmp_path: Path):
+    from mgc.core.config import ConfigError
+
+    run_dir, _ = trained_run
+    runs, _ = probe_seeds
+    with pytest.raises(ConfigError, match="two or more runs"):
+        publish(runs[:1], tmp_path / "a", "x", False, None, ensemble=True)
+    with pytest.raises(ConfigError, match="differ in more than train.seed|frozen trunk"):
+        publish([run_dir, run_dir], tmp_path / "b", "x", False, None, ensemble=True)

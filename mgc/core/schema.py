@@ -82,6 +82,10 @@ class ModelConfig:
     # with the pretrained statistics, i.e. what musicnn's own dense layer reads).
     embedding: str = "penultimate"
     head_hidden: int = 0  # musicnn: 0 = a linear head; n = one hidden ReLU layer of n units
+    # musicnn with a frozen trunk: that many heads on one trunk pass, the model's probabilities
+    # the mean of theirs. `mgc.publish --ensemble` makes one from runs that differ only in seed
+    # (their heads, the shared trunk); 1: a plain head.
+    heads: int = 1
 
 
 @dataclass

@@ -54,6 +54,7 @@ MODELS: dict[str, Callable[..., Any]] = {
         cfg.freeze,
         embedding=cfg.embedding,
         head_hidden=cfg.head_hidden,
+        heads=cfg.heads,
     ),
 }
 
@@ -116,6 +117,8 @@ def build_model(cfg: ModelConfig, n_classes: int, n_mels: int = 128) -> nn.Modul
             cfg.name,
             ", ".join(sorted(_TAKES_PRETRAINED)),
         )
+    if cfg.heads != 1 and cfg.name not in _TAKES_FREEZE:
+        raise ConfigError(f"model.heads={cfg.heads}: only musicnn takes an ensemble of heads")
     if cfg.freeze and cfg.name not in _TAKES_FREEZE:
         log.warning("model.freeze ignored: %s has no pretrained trunk to freeze", cfg.name)
     model = MODELS[cfg.name](cfg, n_classes, n_mels)

@@ -269,6 +269,19 @@ def pretrained_musicnn(which: str = "msd") -> Musicnn:
 EMBEDDINGS = ("penultimate", "pooled")
 
 
+class HeadEnsemble(nn.Module):
+    """Several heads on one embedding, as one: the log of the mean of their probabilities, so
+    that a softmax of its output is that mean (a seed ensemble at the cost of one trunk pass)."""
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        log_probs = torch.stack([torch.log_softmax(m(z).float(), dim=1) for m in self.members])
+        return torch.logsumexp(log_probs, dim=0) - math.log(len(self.members))
+
+
 class MusicnnClassifier(nn.Module):
     """musicnn's trunk with a new head (dropout → n_classes logits) in place of its 50 tags.
 
@@ -291,9 +304,16 @@ class MusicnnClassifier(nn.Module):
         freeze: bool = False,
         embedding: str = "penultimate",
         head_hidden: int = 0,
+        heads: int = 1,
     ):
         super().__init__()
         pretrained = pretrained or None
+        if heads < 1:
+            raise ConfigError(f"model.heads: {heads} (1 for a plain head, more for an ensemble)")
+        if heads > 1 and not freeze:
+            raise ConfigError(
+                f"model.heads={heads}: an ensemble of heads shares a frozen trunk (model.freeze)"
+            )
         if embedding not in EMBEDDINGS:
             raise ConfigError(
                 f"model.embedding: '{embedding}' is not one of {', '.join(EMBEDDINGS)}"
@@ -312,12 +332,18 @@ class MusicnnClassifier(nn.Module):
         width = (
             self.trunk.out_features if embedding == "penultimate" else self.trunk.pooled_features
         )
-        layers: list[nn.Module] = [nn.Dropout(dropout)]
-        if head_hidden:
-            layers += [nn.Linear(width, head_hidden), nn.ReLU(), nn.Dropout(dropout)]
-            width = head_hidden
-        self.head = nn.Sequential(*layers, nn.Linear(width, n_classes))
-        init_like_tf(self.head)
+
+        def head() -> nn.Module:
+            layers: list[nn.Module] = [nn.Dropout(dropout)]
+            wide = width
+            if head_hidden:
+                layers += [nn.Linear(wide, head_hidden), nn.ReLU(), nn.Dropout(dropout)]
+                wide = head_hidden
+            made = nn.Sequential(*layers, nn.Linear(wide, n_classes))
+            init_like_tf(made)
+            return made
+
+        self.head = head() if heads == 1 else HeadEnsemble([head() for _ in range(heads)])
         self.frozen = freeze
         self.trunk.requires_grad_(not freeze)
         # A frozen trunk is a fixed function of its input: the trainer may let it remember what

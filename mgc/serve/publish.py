@@ -1,8 +1,11 @@
-"""`python -m mgc.publish RUN_DIR [RUN_DIR ...] --out DIR --id ID`: a trained run as a shippable
-model: its bundle, a config that `mgc.results.evaluate` can use anywhere, and a model card.
+"""`python -m mgc.publish RUN_DIR [RUN_DIR ...] --out DIR --id ID [--ensemble]`: a trained run
+as a shippable model: its bundle, a config that `mgc.results.evaluate` can use anywhere, and a
+model card.
 
 The first run is the one shipped; every run given (the same recipe with other seeds) counts in
-the card's mean ± std. Every number on the card is read from the runs' own metrics.json.
+the card's mean ± std. Every number on the card is read from the runs' own metrics.json. With
+`--ensemble` (seeds of a frozen-trunk musicnn probe) all of them are shipped as one model, their
+heads on the shared trunk, and its track figures come from the runs' test predictions.
 """
 
 from __future__ import annotations
@@ -13,11 +16,16 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
+import torch
 import yaml
 
 from mgc.core.config import ConfigError, load_config
-from mgc.core.fsio import atomic_write, staged_folder
+from mgc.core.fsio import atomic_path, atomic_write, staged_folder
+from mgc.models.adapter import TORCH_WEIGHTS
 from mgc.models.bundle import BUNDLE_DIR, load_bundle
+from mgc.results.metrics import classification_metrics
 
 CARD_JSON, CARD_MD = "model_card.json", "model_card.md"
 METRICS = ("track_accuracy", "track_macro_f1", "chunk_accuracy", "chunk_macro_f1")
@@ -90,7 +98,24 @@ def pretrained_note(pretrained: str | None) -> str | None:
     return note.format(which=which.upper()) if note else None
 
 
-def model_card(model_id: str, runs: list[Path], trained_on: str | None) -> dict[str, Any]:
+def ensemble_test(runs: list[Path]) -> dict[str, float]:
+    """Track accuracy and macro-F1 of the runs as one model, from their test predictions.csv:
+    a head ensemble's track probability is the mean over windows of the mean over heads, the
+    mean of the runs' track probabilities."""
+    frames = [pd.read_csv(r / "predictions.csv").sort_values("track") for r in runs]
+    if any(list(f["track"]) != list(frames[0]["track"]) for f in frames[1:]):
+        raise ConfigError("the runs were not tested on the same tracks: no ensemble figures")
+    columns = [c for c in frames[0].columns if c.startswith("p_")]
+    genres = [c[2:] for c in columns]
+    mean = np.mean([f[columns].to_numpy(dtype=np.float64) for f in frames], axis=0)
+    truth = frames[0]["true_genre"].map({g: i for i, g in enumerate(genres)}).to_numpy()
+    scores = classification_metrics(truth, mean.argmax(axis=1), len(genres))
+    return {"track_accuracy": scores["accuracy"], "track_macro_f1": scores["macro_f1"]}
+
+
+def model_card(
+    model_id: str, runs: list[Path], trained_on: str | None, ensemble: bool = False
+) -> dict[str, Any]:
     metrics = [_read_run(r) for r in runs]
     first, cfg = metrics[0], load_config(runs[0] / "config.yaml")
     recipes = {
@@ -104,7 +129,7 @@ def model_card(model_id: str, runs: list[Path], trained_on: str | None) -> dict[
     return {
         "model_id": model_id,
         "model": first["model"],
-        "params": first["params"],
+        "params": first["params"] * (len(runs) if ensemble else 1),
         "genres": load_bundle(runs[0]).genres,
         "command": command.read_text().strip() if command.is_file() else "not recorded",
         "config": "config.yaml (beside this card; paths reset to their environment defaults)",
@@ -130,11 +155,13 @@ def model_card(model_id: str, runs: list[Path], trained_on: str | None) -> dict[
         "chunks": vars(cfg.chunks),
         "split": first["split"],
         "tracks": first["n_tracks"],
-        "shipped_seed": first["seed"],
+        "shipped_seed": "ensemble" if ensemble else first["seed"],
         "seeds": [m["seed"] for m in metrics],
-        "best_epoch": first["best_epoch"],
+        "best_epoch": [m["best_epoch"] for m in metrics] if ensemble else first["best_epoch"],
         "test": {k: _mean_std([m["test"][k] for m in metrics]) for k in METRICS},
-        "shipped_test": {k: first["test"][k] for k in METRICS},
+        "shipped_test": (
+            ensemble_test(runs) if ensemble else {k: first["test"][k] for k in METRICS}
+        ),
         "trained_on": machine,
         "train_seconds": first.get("seconds"),
         "data": DATA_NOTES,
@@ -315,6 +342,16 @@ def render_card(card: dict[str, Any]) -> str:
             if len(card["seeds"]) > 1
             else []
         ),
+        *(
+            [
+                f"Shipped as one model: the {len(card['seeds'])} seeds' heads on the shared "
+                "frozen trunk, its probabilities the mean of theirs (one trunk pass; chunk-level "
+                "figures are the seeds' own).",
+                "",
+            ]
+            if card["shipped_seed"] == "ensemble"
+            else []
+        ),
         f"Recipe: {json.dumps(card['recipe'])}. Best epoch {card['best_epoch']}. "
         f"Trained on: {_machine_text(card['trained_on'])}"
         + (f", {card['train_seconds'] / 60:.0f} min." if card.get("train_seconds") else "."),
@@ -322,9 +359,20 @@ def render_card(card: dict[str, Any]) -> str:
         f"## Test results ({card['split']} split; tracks train/valid/test "
         f"{'/'.join(str(card['tracks'].get(p, 0)) for p in ('train', 'valid', 'test'))})",
         "",
-        "| | shipped (seed " + str(card["shipped_seed"]) + ") | seeds " + str(card["seeds"]) + " |",
+        "| | "
+        + (
+            f"shipped (ensemble of seeds {card['seeds']})"
+            if card["shipped_seed"] == "ensemble"
+            else f"shipped (seed {card['shipped_seed']})"
+        )
+        + " | seeds "
+        + str(card["seeds"])
+        + " |",
         "|---|---|---|",
-        *(f"| {k.replace('_', ' ')} | {s[k]:.3f} | {pm(t[k])} |" for k in METRICS),
+        *(
+            f"| {k.replace('_', ' ')} | {f'{s[k]:.3f}' if k in s else '–'} | {pm(t[k])} |"
+            for k in METRICS
+        ),
         "",
         "Reproduce the shipped row: `python -m mgc.evaluate mgc/bundled/gtzan "
         "data.root=/path/to/gtzan --out eval/` (track level is the mean of chunk probabilities).",
@@ -345,6 +393,38 @@ def render_card(card: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def merge_heads(runs: list[Path], staging: Path, meta: dict[str, Any]) -> None:
+    """The runs' heads on their shared frozen trunk, as one bundle in `staging`: weights
+    `head.members.<i>.*` from run i's `head.*`, `model.heads` the number of runs. Runs whose
+    model settings or trunk weights differ are refused."""
+    states, models = [], []
+    for run in runs:
+        bundle_meta = json.loads((run / BUNDLE_DIR / "bundle.json").read_text())
+        models.append(bundle_meta["model"])
+        states.append(torch.load(run / BUNDLE_DIR / TORCH_WEIGHTS, weights_only=True))
+    first = models[0]
+    if first["name"] != "musicnn" or not first.get("freeze"):
+        raise ConfigError("--ensemble: only musicnn with a frozen trunk (model.freeze) shares one")
+    if any(m != first for m in models[1:]):
+        raise ConfigError("--ensemble: the runs' model settings differ")
+    trunk = {k: v for k, v in states[0].items() if not k.startswith("head.")}
+    for run, state in zip(runs[1:], states[1:], strict=True):
+        if any(not torch.equal(state[k], v) for k, v in trunk.items()):
+            raise ConfigError(f"--ensemble: {run}'s trunk weights differ from {runs[0]}'s")
+    merged = dict(trunk)
+    for i, state in enumerate(states):
+        merged.update(
+            (f"head.members.{i}.{k.removeprefix('head.')}", v)
+            for k, v in state.items()
+            if k.startswith("head.")
+        )
+    with atomic_path(staging / TORCH_WEIGHTS) as tmp:
+        torch.save(merged, tmp)
+    meta["model"]["heads"] = len(runs)
+    meta["info"]["params"] = len(runs) * int(meta["info"]["params"])
+    meta["info"]["heads"] = len(runs)
+
+
 def publish(
     runs: list[Path],
     out: Path,
@@ -353,10 +433,13 @@ def publish(
     trained_on: str | None,
     robustness: Path | None = None,
     latency: Path | None = None,
+    ensemble: bool = False,
 ) -> Path:
     if out.exists() and not force:
         raise ConfigError(f"{out}: exists; pass --force to replace it")
-    card = model_card(model_id, runs, trained_on)
+    if ensemble and len(runs) < 2:
+        raise ConfigError("--ensemble needs two or more runs (seeds of one recipe)")
+    card = model_card(model_id, runs, trained_on, ensemble)
     if robustness is not None:
         card = robust_card(card, json.loads(Path(robustness).read_text()))
     if latency is not None:
@@ -366,6 +449,8 @@ def publish(
         shutil.copytree(runs[0] / BUNDLE_DIR, staging, dirs_exist_ok=True)
         meta = json.loads((staging / "bundle.json").read_text())
         meta["info"]["model_id"] = model_id
+        if ensemble:
+            merge_heads(runs, staging, meta)
         atomic_write(staging / "bundle.json", json.dumps(meta, indent=2) + "\n")
         atomic_write(
             staging / "config.yaml", yaml.safe_dump(portable_config(runs[0]), sort_keys=False)
