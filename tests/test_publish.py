@@ -162,8 +162,15 @@ def test_an_ensemble_ships_the_seeds_heads_on_one_trunk(probe_seeds, tmp_path: P
     import numpy as np
     import torch
 
+    import shutil
+
     runs, root = probe_seeds
-    out = publish(runs, tmp_path / "ens", "probe-ens", False, None, ensemble=True)
+    # A bundle saved before model.heads existed has no such key: still the same settings.
+    older = shutil.copytree(runs[1], tmp_path / "older")
+    meta = json.loads((older / "bundle" / "bundle.json").read_text())
+    del meta["model"]["heads"]
+    (older / "bundle" / "bundle.json").write_text(json.dumps(meta))
+    out = publish([runs[0], older], tmp_path / "ens", "probe-ens", False, None, ensemble=True)
     merged = load_bundle(out)
     assert merged.model_cfg.heads == 2 and merged.info["heads"] == 2
     singles = [load_bundle(r) for r in runs]

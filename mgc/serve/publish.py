@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 import yaml
 
-from mgc.core.config import ConfigError, load_config
+from mgc.core.config import ConfigError, ModelConfig, load_config
 from mgc.core.fsio import atomic_path, atomic_write, staged_folder
 from mgc.models.adapter import TORCH_WEIGHTS
 from mgc.models.bundle import BUNDLE_DIR, load_bundle
@@ -400,10 +400,10 @@ def merge_heads(runs: list[Path], staging: Path, meta: dict[str, Any]) -> None:
     states, models = [], []
     for run in runs:
         bundle_meta = json.loads((run / BUNDLE_DIR / "bundle.json").read_text())
-        models.append(bundle_meta["model"])
+        models.append(ModelConfig(**bundle_meta["model"]))  # older bundles lack later keys
         states.append(torch.load(run / BUNDLE_DIR / TORCH_WEIGHTS, weights_only=True))
     first = models[0]
-    if first["name"] != "musicnn" or not first.get("freeze"):
+    if first.name != "musicnn" or not first.freeze:
         raise ConfigError("--ensemble: only musicnn with a frozen trunk (model.freeze) shares one")
     if any(m != first for m in models[1:]):
         raise ConfigError("--ensemble: the runs' model settings differ")
