@@ -60,6 +60,7 @@ from mgc.models.bundle import Bundle, load_bundle  # noqa: E402
 from mgc.models.inference import (  # noqa: E402
     PREDICT_BATCH,
     Predictor,
+    calibrate,
     chunk_probabilities,
     track_probabilities,
 )
@@ -271,6 +272,7 @@ def per_clip(
         "onnx_export_s": export_s,
         "onnx_parity_max_abs": exported.parity,
         "onnx_opset": exported.opset,
+        "temperature": mgc.bundle.temperature,
         "clip_seconds": statistics.median(
             len(mgc.frontend.decode(p)) / mgc.bundle.features.sample_rate for p in clips[:10]
         ),
@@ -299,9 +301,17 @@ def report_per_clip(
         v: max(float(np.abs(by[v].probs[p] - by["seed"].probs[p]).max()) for p in by[v].probs)
         for v in ("mgc", "onnx")
     }
+    # predict_file applies the bundle's temperature (a calibrated bundle); the stages leave
+    # the probabilities as the model gives them, like the seed pipeline, so they are compared
+    # after the same calibration.
+    temperature = setup["temperature"]
     split_vs_call = {
         v: max(
-            float(np.abs(by[v].probs[p] - by[f"{v} predict_file"].probs[p]).max())
+            float(
+                np.abs(
+                    calibrate(by[v].probs[p], temperature) - by[f"{v} predict_file"].probs[p]
+                ).max()
+            )
             for p in by[v].probs
         )
         for v in ("mgc", "onnx")
