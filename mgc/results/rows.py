@@ -73,12 +73,15 @@ class RowFolder:
         self.path.mkdir(parents=True, exist_ok=True)
         return {seed: self.seed_dir(seed) for seed in seeds}
 
-    def set_aside(self, seed: int) -> None:
+    def set_aside(self, seed: int) -> Path | None:
         """A seed's folder from an earlier run becomes seed_<n>.old-<mtime>: never overwritten
-        in place, never deleted."""
+        in place, never deleted. Returns where it went (None when there was none)."""
         d = self.seed_dir(seed)
-        if d.exists():
-            d.rename(d.with_name(f"{d.name}.old-{int(d.stat().st_mtime)}"))
+        if not d.exists():
+            return None
+        aside = d.with_name(f"{d.name}.old-{int(d.stat().st_mtime)}")
+        d.rename(aside)
+        return aside
 
     def finished_seed(self, seed: int) -> dict[str, Any] | None:
         """A final seed's metrics.json once it has been tested; None before."""

@@ -247,13 +247,14 @@ def final_seeds(
             continue
         starts[seed] = logged_epochs(dirs[seed])
         if starts[seed] and not last_checkpoint(dirs[seed]).is_file():
+            aside = row.set_aside(seed)
             log.info(
                 "seed %d: stopped after epoch %d with no checkpoint here: starts over (the old "
-                "folder is kept aside)",
+                "folder is kept as %s)",
                 seed,
                 starts[seed],
+                aside,
             )
-            row.set_aside(seed)
             starts[seed] = 0
         elif starts[seed]:
             log.info("seed %d: continues after epoch %d", seed, starts[seed])
