@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import soxr
+from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -181,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     right: dict[str, list[bool]] = {"clean": []}
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        for i, track in enumerate(tracks):
+        for i, track in enumerate(tqdm(tracks, desc="clips", unit="clip")):
             truth = bundle.genres.index(track.genre)
             top = int(np.argmax(predictor.predict_file(track.path).probabilities))
             agree["clean"].append(True)
