@@ -130,6 +130,7 @@ def model_card(
         "model_id": model_id,
         "model": first["model"],
         "params": first["params"] * (len(runs) if ensemble else 1),
+        "frozen_params": int(load_bundle(runs[0]).info.get("frozen_params", 0)),
         "genres": load_bundle(runs[0]).genres,
         "command": command.read_text().strip() if command.is_file() else "not recorded",
         "config": "config.yaml (beside this card; paths reset to their environment defaults)",
@@ -149,6 +150,7 @@ def model_card(
                 if cfg.augment.copies
                 else {}
             ),
+            **({"consistency": cfg.train.consistency} if cfg.train.consistency else {}),
         },
         "pretrained": pretrained_note(load_bundle(runs[0]).info.get("pretrained")),
         "features": vars(cfg.features),
@@ -313,6 +315,13 @@ def _machine_text(machine: dict[str, Any] | str) -> str:
     return ", ".join(str(v) if k == "cpu" else f"{k} {v}" for k, v in machine.items())
 
 
+def _params_text(card: dict[str, Any]) -> str:
+    frozen = card.get("frozen_params", 0)  # cards written before it was recorded lack it
+    if frozen:
+        return f"{card['params']:,} trained parameters on a frozen trunk of {frozen:,}"
+    return f"{card['params']:,} parameters"
+
+
 def render_card(card: dict[str, Any]) -> str:
     def pm(stat: dict[str, Any]) -> str:
         text = f"{stat['mean']:.3f}"
@@ -322,7 +331,7 @@ def render_card(card: dict[str, Any]) -> str:
     lines = [
         f"# Model card: {card['model_id']}",
         "",
-        f"`{card['model']}` ({card['params']:,} parameters), log-mel "
+        f"`{card['model']}` ({_params_text(card)}), log-mel "
         f"{card['features']['n_mels']} bands at {card['features']['sample_rate']} Hz, "
         f"{card['chunks']['window_s']:g} s windows, track score = mean of the window "
         f"probabilities. Genres: {', '.join(card['genres'])}.",
