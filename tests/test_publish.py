@@ -167,10 +167,10 @@ def probe_seeds(tmp_path_factory) -> tuple[list[Path], Path]:
 def test_an_ensemble_ships_the_seeds_heads_on_one_trunk(probe_seeds, tmp_path: Path):
     """--ensemble: one bundle whose probabilities are the mean of the seeds' (one trunk pass,
     two heads), and whose card's shipped figures are what evaluating that bundle gives."""
+    import shutil
+
     import numpy as np
     import torch
-
-    import shutil
 
     runs, root = probe_seeds
     # A bundle saved before model.heads existed has no such key: still the same settings.
