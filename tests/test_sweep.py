@@ -546,7 +546,8 @@ def test_a_row_goes_on_from_its_committed_pieces(
     with caplog.at_level(logging.INFO, logger="mgc"):
         again = sweep(ablation, overrides, resume=True)
     assert snapshot(row / "seed_0") == finished  # read, not run
-    assert len(list(row.glob("seed_1.old-*"))) == 1  # the stopped seed's folder, kept aside
+    aside = list(row.glob("seed_1.old-*"))
+    assert len(aside) == 1  # the stopped seed's folder, kept aside
     for seed in (1, 2):
         metrics = json.loads((row / f"seed_{seed}" / "metrics.json").read_text())
         assert metrics["seed"] == seed and metrics["epochs_run"] == 2
@@ -557,6 +558,7 @@ def test_a_row_goes_on_from_its_committed_pieces(
     assert "search: done earlier" in logs
     assert "seed 0: finished earlier" in logs
     assert "seed 1: stopped after epoch 1 with no checkpoint here: starts over" in logs
+    assert f"(the old folder is kept as {aside[0]})" in logs  # the line says where it went
     # The final seeds show their progress: one bar per seed that runs, with its epochs and
     # validation macro-F1.
     err = capfd.readouterr().err
