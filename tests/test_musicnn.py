@@ -261,6 +261,39 @@ def test_front_blocks_take_the_max_first_in_inference():
     assert calls and len(calls[0]) == 4  # the batch norm saw the full map: the plain order
 
 
+def test_the_low_view_ignores_every_band_above_its_cut_off():
+    """embedding=pooled+low: `pooled_low` comes from the front-end filter positions below
+    lowband_hz (3.5 kHz: 70 of musicnn's 96 bands), so rewriting every band above it (what
+    band-limiting or a codec's cut-off does to the input) leaves it exactly as it was while
+    `pooled` moves; `pooled` itself is the plain trunk's. Training mode (the plain order of
+    conv, ReLU, batch norm, max) gives the same views as inference's max-first path."""
+    from mgc.models.musicnn import bands_below
+
+    assert bands_below(3500.0) == 70 and bands_below(8000.0) == 96
+    cfg = ModelConfig(name="musicnn", pretrained="msd", freeze=True, embedding="pooled+low")
+    model = build_model(cfg, 10, 96).eval()
+    assert model.trunk.lowband == 70
+    x = torch.rand(3, 1, 96, PATCH_FRAMES) * 3
+    cut = x.clone()
+    cut[:, :, 70:] = torch.rand(3, 1, 26, PATCH_FRAMES) * 0.1  # the top bands replaced
+    with torch.no_grad():
+        a, b = model.embed(x), model.embed(cut)
+        assert a.shape == (3, 2 * 1506)
+        torch.testing.assert_close(a[:, 1506:], b[:, 1506:], atol=1e-5, rtol=1e-5)
+        assert (a[:, :1506] - b[:, :1506]).abs().max() > 0.1
+        plain = pretrained_musicnn("msd").trunk.eval()(x.squeeze(1).transpose(1, 2))["pooled"]
+        torch.testing.assert_close(a[:, :1506], plain, atol=1e-5, rtol=1e-5)
+        model.trunk.train()  # the trunk's training-mode path (batch norms still compared
+        for m in model.trunk.modules():  # on their running statistics)
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.eval()
+        torch.testing.assert_close(model.embed(x), a, atol=2e-5, rtol=1e-5)
+    model.trunk.eval()
+    assert model.head[-1].in_features == 2 * 1506
+    with pytest.raises(ConfigError, match="model.lowband_hz=2000"):
+        build_model(dataclasses.replace(cfg, lowband_hz=2000.0), 10, 96)
+
+
 def test_a_frozen_trunk_remembers_each_windows_output_when_asked():
     """remember_embeddings: the same logits as without, the trunk run once per distinct window
     (whatever batch it comes in); off again, nothing is kept."""

@@ -79,8 +79,11 @@ class ModelConfig:
     freeze: bool = False  # musicnn: train the new head only, the pretrained trunk stays fixed
     # musicnn: what its new head reads. "penultimate" (200, musicnn's last hidden layer) or
     # "pooled" (1506: max and mean over time of every front- and mid-end channel, batch-normed
-    # with the pretrained statistics, i.e. what musicnn's own dense layer reads).
+    # with the pretrained statistics, i.e. what musicnn's own dense layer reads), or
+    # "pooled+low" (3012: pooled beside the same from the front end's filters that see nothing
+    # above lowband_hz, which band-limiting leaves as they were; one front-end pass for both).
     embedding: str = "penultimate"
+    lowband_hz: float = 3500.0  # musicnn, embedding pooled+low: the low view's cut-off
     head_hidden: int = 0  # musicnn: 0 = a linear head; n = one hidden ReLU layer of n units
     # musicnn with a frozen trunk: that many heads on one trunk pass, the model's probabilities
     # the mean of theirs. `mgc.publish --ensemble` makes one from runs that differ only in seed

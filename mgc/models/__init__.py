@@ -55,6 +55,7 @@ MODELS: dict[str, Callable[..., Any]] = {
         embedding=cfg.embedding,
         head_hidden=cfg.head_hidden,
         heads=cfg.heads,
+        lowband_hz=cfg.lowband_hz,
     ),
 }
 
