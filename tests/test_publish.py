@@ -57,10 +57,10 @@ def test_the_bundled_model_ships_with_its_card():
     assert rob["band limit 8 kHz"]["agreement"] >= 0.85
     assert rob["white noise 20 dB SNR"]["agreement"] >= 0.9
     assert rob["gain -12 dB"]["agreement"] >= 0.9
-    # The speed-up over the seed pipeline depends on the CPU: this model measured 2.53x on an Intel
-    # Xeon and 1.90x on an AMD EPYC, where the model it replaced measured 1.95x in the same
-    # window (both bf16 boxes; README, Bundled model). The card carries the measured one.
-    assert card["latency"]["ratio_vs_seed"]["mgc"] > 1.5
+    # The speed-up over the seed pipeline (issue 19 asks at least 2.5x): 2.95x on an AMD EPYC
+    # with the front end's max as max_pool2d, where the aminmax before it measured 1.99x in the
+    # same window (bench/README.md). The card carries the measured one.
+    assert card["latency"]["ratio_vs_seed"]["mgc"] >= 2.5
     assert bundle.calibration["temperature"] > 0 and "ISC" in card["pretrained"]
     assert bundle.features.loudness_db is not None  # the level of a recording does not matter
     size = sum(p.stat().st_size for p in BUNDLED_MODEL.rglob("*") if p.is_file())
