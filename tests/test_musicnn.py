@@ -25,7 +25,7 @@ from mgc.core.config import ConfigError, FeatureConfig, ModelConfig, load_config
 from mgc.data.cache import FEATURE_VERSION, feature_key
 from mgc.data.loader import TrackArray, build_chunk_set, iterate_batches
 from mgc.features.frontend import Frontend
-from mgc.models import build_model
+from mgc.models import build_model, remembers_embeddings
 from mgc.models.musicnn import (
     MUSICNN_CHUNKS,
     MUSICNN_FEATURES,
@@ -217,6 +217,80 @@ def test_freeze_leaves_the_trunk_as_it_was():
     assert not all(torch.equal(v, head[k]) for k, v in model.head.state_dict().items())
     reference = pretrained_musicnn("mtt").trunk.state_dict()
     assert all(torch.equal(v, reference[k]) for k, v in trunk.items())
+
+
+def test_freezing_the_front_end_fine_tunes_what_lies_above_it():
+    """freeze_front_end: the front end (weights and batch-norm statistics) stays as it was and
+    in inference mode; the mid end, back end and head learn; with remember_embeddings the front
+    end runs once per distinct window and the logits are those computed without."""
+    cfg = ModelConfig(name="musicnn", pretrained="msd", freeze_front_end=True, embedding="pooled")
+    model = build_model(cfg, 10, 96)
+    front = {k: v.clone() for k, v in model.trunk.front_modules().state_dict().items()}
+    n_front = sum(p.numel() for p in model.trunk.front_modules().parameters())
+    n_all = sum(p.numel() for p in model.parameters())
+    assert model.info["frozen_params"] == n_front and model.info["params"] == n_all - n_front
+    mid = model.trunk.midend[0].conv.weight.clone()
+    _step(model)
+    assert model.trunk.midend[0].training and not model.trunk.timbral[0].training
+    fixed = model.trunk.front_modules().state_dict()
+    assert all(torch.equal(v, front[k]) for k, v in fixed.items())
+    assert not torch.equal(model.trunk.midend[0].conv.weight, mid)  # the mid end fine-tunes
+
+    x = torch.rand(4, 1, 96, PATCH_FRAMES)
+    model.eval()
+    calls: list[int] = []
+    model.trunk.timbral[0].register_forward_hook(lambda m, i, o: calls.append(len(i[0])))
+    with torch.no_grad():
+        plain = model(x)
+        assert torch.allclose(
+            plain, model.head(model.trunk(x.squeeze(1).transpose(1, 2))["pooled"])
+        )
+        model.remember_embeddings(True)
+        calls.clear()
+        assert torch.allclose(model(x[:3]), plain[:3], atol=1e-5)
+        assert torch.allclose(model(x.flip(0)), plain.flip(0), atol=1e-5)
+    assert calls == [3, 1]  # the front end ran only on windows not seen before
+    model.train()
+    _step(model)  # a training step on remembered windows reaches the mid end
+    with pytest.raises(ConfigError, match="pick one"):
+        build_model(dataclasses.replace(cfg, freeze=True), 10, 96)
+
+
+def test_a_frozen_front_end_keeps_its_low_view():
+    """With embedding pooled+low the remembered front output carries the low view too, so the
+    head reads what an unremembered pass gives."""
+    cfg = ModelConfig(
+        name="musicnn", pretrained="msd", freeze_front_end=True, embedding="pooled+low"
+    )
+    model = build_model(cfg, 10, 96).eval()
+    x = torch.rand(2, 1, 96, PATCH_FRAMES)
+    with torch.no_grad():
+        plain = model(x)
+        model.remember_embeddings(True)
+        assert torch.allclose(model(x), plain, atol=1e-5)
+        kept = next(iter(model._memo.values()))
+    assert kept.shape == (2 * model.trunk.front_channels, PATCH_FRAMES)
+
+
+@pytest.mark.parametrize(
+    ("freeze", "front", "per_track", "specaugment", "expected"),
+    [
+        (True, False, 2, False, True),  # a probe's embeddings are small: kept even if random
+        (False, True, 0, False, True),  # every window every epoch: the front end runs once
+        (False, True, 2, False, False),  # random windows would pile up 420 kB each
+        (False, True, 0, True, False),  # SpecAugment makes every epoch's input new
+        (False, False, 0, False, False),  # everything trains: nothing to keep
+    ],
+)
+def test_which_fits_remember_what_their_fixed_part_computed(
+    freeze, front, per_track, specaugment, expected
+):
+    cfg = load_config(None)
+    cfg.model.name, cfg.model.pretrained = "musicnn", "msd"
+    cfg.model.freeze, cfg.model.freeze_front_end = freeze, front
+    cfg.train.windows_per_track = per_track
+    cfg.train.specaugment.enabled = specaugment
+    assert remembers_embeddings(cfg) is expected
 
 
 def test_the_probe_head_reads_the_pooled_features_through_an_mlp():

@@ -77,6 +77,11 @@ class ModelConfig:
     # Million Song Dataset or MagnaTagATune tagging weights, bundled); null: random init.
     pretrained: str | None = None
     freeze: bool = False  # musicnn: train the new head only, the pretrained trunk stays fixed
+    # musicnn: keep only its front end fixed (the mel-band convs, ~97 % of its FLOPs) and train
+    # the mid end, back end and head from the pretrained weights: a fine-tune whose costly part
+    # runs once per window (remembered like a probe's embeddings), hundreds of times cheaper
+    # than training every layer on a CPU.
+    freeze_front_end: bool = False
     # musicnn: what its new head reads. "penultimate" (200, musicnn's last hidden layer) or
     # "pooled" (1506: max and mean over time of every front- and mid-end channel, batch-normed
     # with the pretrained statistics, i.e. what musicnn's own dense layer reads), or

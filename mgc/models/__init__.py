@@ -56,6 +56,7 @@ MODELS: dict[str, Callable[..., Any]] = {
         head_hidden=cfg.head_hidden,
         heads=cfg.heads,
         lowband_hz=cfg.lowband_hz,
+        freeze_front=cfg.freeze_front_end,
     ),
 }
 
@@ -120,8 +121,9 @@ def build_model(cfg: ModelConfig, n_classes: int, n_mels: int = 128) -> nn.Modul
         )
     if cfg.heads != 1 and cfg.name not in _TAKES_FREEZE:
         raise ConfigError(f"model.heads={cfg.heads}: only musicnn takes an ensemble of heads")
-    if cfg.freeze and cfg.name not in _TAKES_FREEZE:
-        log.warning("model.freeze ignored: %s has no pretrained trunk to freeze", cfg.name)
+    for flag in ("freeze", "freeze_front_end"):
+        if getattr(cfg, flag) and cfg.name not in _TAKES_FREEZE:
+            log.warning("model.%s ignored: %s has no pretrained trunk to freeze", flag, cfg.name)
     model = MODELS[cfg.name](cfg, n_classes, n_mels)
     extra = getattr(model, "info", {})
     model.info = {
@@ -138,10 +140,9 @@ def build_model(cfg: ModelConfig, n_classes: int, n_mels: int = 128) -> nn.Modul
 def remembers_embeddings(cfg: Config) -> bool:
     """Whether a fit of cfg keeps its frozen trunk's output for each window and reuses it: a
     pretrained trunk that is frozen and inputs that repeat from epoch to epoch (no SpecAugment,
-    no chunk jitter, which would make every epoch's windows new ones)."""
-    return (
-        cfg.model.freeze
-        and cfg.model.name in _TAKES_FREEZE
-        and not cfg.train.specaugment.enabled
-        and not cfg.train.chunk_jitter
-    )
+    no chunk jitter, which would make every epoch's windows new ones). A frozen front end's
+    output is 70 times a probe's embedding, so it is kept only where every epoch takes every
+    window (`train.windows_per_track` 0), never for random ones that would pile up."""
+    m, t = cfg.model, cfg.train
+    fixed = m.freeze or (m.freeze_front_end and not t.windows_per_track)
+    return fixed and m.name in _TAKES_FREEZE and not t.specaugment.enabled and not t.chunk_jitter

@@ -190,6 +190,7 @@ class MusicnnTrunk(nn.Module):
         self.dense_bn = _batch_norm(backend_units, 1)
         self.out_features = backend_units
         self.pooled_features = pooled
+        self.front_channels = front
         self.timbral_channels = 2 * timbral
         self.lowband = 0  # mel bands below the low view's cut-off (set_lowband); 0: no view
         init_like_tf(self)
@@ -234,13 +235,28 @@ class MusicnnTrunk(nn.Module):
         return {"cnn1": cnn1, "cnn2": cnn2, "cnn3": cnn3, "max_pool": max_pool,
                 "mean_pool": mean_pool, "pooled": pooled}  # fmt: skip
 
+    def front_modules(self) -> nn.ModuleList:
+        """The layers that see mel bands: the input batch norm and the timbral and temporal
+        blocks (`front_end`), about 97 % of the trunk's FLOPs."""
+        return nn.ModuleList([self.input_bn, *self.timbral, *self.temporal])
+
+    def front_end(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, T, n_mels) → the front end's output (B, 561, T), and its low view (the same
+        shape) when `set_lowband` is on, else None: what `from_front` takes."""
+        return self._front(self.input_bn(x.unsqueeze(1)))
+
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """(B, T, n_mels) → musicnn's features: `timbral` (B, T, 408), `temporal` (B, T, 153),
         `cnn1`…`cnn3` (B, T, 64), `max_pool` and `mean_pool` (B, 753), `pooled` (B, 1506: the
         two interleaved and batch-normed, the dense layer's input), `penultimate` (B, 200);
         with `set_lowband`, `pooled_low` too (B, 1506).
         The frame-wise ones are laid out as musicnn returns them, time first."""
-        front, front_low = self._front(self.input_bn(x.unsqueeze(1)))  # (B, C, T)
+        return self.from_front(*self.front_end(x))
+
+    def from_front(
+        self, front: torch.Tensor, front_low: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """The rest of `forward`, from `front_end`'s output (B, C, T) and low view."""
         out = self._rest(front)
         hidden = torch.relu(self.dense(self.dropout(out["pooled"])))
         named = {"timbral": front[:, : self.timbral_channels], "cnn3": out.pop("cnn3")}
@@ -365,7 +381,8 @@ class MusicnnClassifier(nn.Module):
     `dropout` is the new head's; the trunk keeps musicnn's own (0.5, before its penultimate
     layer). `freeze` trains the head alone: the trunk's parameters take no gradient and it
     stays in inference mode (batch norms on their pretrained statistics, no dropout), a fixed
-    feature extractor.
+    feature extractor. `freeze_front` does that to the front end alone (`front_modules`): the
+    mid end, back end and head fine-tune on its fixed output.
     """
 
     def __init__(
@@ -379,9 +396,15 @@ class MusicnnClassifier(nn.Module):
         head_hidden: int = 0,
         heads: int = 1,
         lowband_hz: float = 3500.0,
+        freeze_front: bool = False,
     ):
         super().__init__()
         pretrained = pretrained or None
+        if freeze and freeze_front:
+            raise ConfigError(
+                "model.freeze and model.freeze_front_end: pick one (freeze fixes the whole "
+                "trunk, freeze_front_end its front end alone)"
+            )
         if heads < 1:
             raise ConfigError(f"model.heads: {heads} (1 for a plain head, more for an ensemble)")
         if heads > 1 and not freeze:
@@ -423,21 +446,32 @@ class MusicnnClassifier(nn.Module):
 
         self.head = head() if heads == 1 else HeadEnsemble([head() for _ in range(heads)])
         self.frozen = freeze
+        self.frozen_front = freeze_front
         self.trunk.requires_grad_(not freeze)
-        # A frozen trunk is a fixed function of its input: the trainer may let it remember what
-        # it computed for each window (remember_embeddings), since a probe otherwise spends
-        # every epoch recomputing the same trunk outputs for a head of a few thousand weights.
+        self.trunk.front_modules().requires_grad_(not (freeze or freeze_front))
+        # A frozen trunk (or front end) is a fixed function of its input: the trainer may let
+        # it remember what it computed for each window (remember_embeddings), since a probe
+        # otherwise spends every epoch recomputing the same trunk outputs for a head of a few
+        # thousand weights, and a fine-tune above the front end 97 % of its FLOPs.
         self._memo: dict[bytes, torch.Tensor] | None = None
         self._store: tuple[str, str] | None = None  # (root, namespace) when stored too
         self.info = {"pretrained": f"musicnn:{pretrained}" if pretrained else "scratch"}
-        if freeze:
-            self.info["frozen_params"] = sum(p.numel() for p in self.trunk.parameters())
+        fixed = self._fixed_modules()
+        if fixed is not None:
+            self.info["frozen_params"] = sum(p.numel() for p in fixed.parameters())
         self.train()
+
+    def _fixed_modules(self) -> nn.Module | None:
+        """The trunk's part that never trains (whole trunk, front end) or None."""
+        if self.frozen:
+            return self.trunk
+        return self.trunk.front_modules() if self.frozen_front else None
 
     def train(self, mode: bool = True) -> MusicnnClassifier:
         super().train(mode)
-        if self.frozen:
-            self.trunk.eval()
+        fixed = self._fixed_modules()
+        if fixed is not None:
+            fixed.eval()
         return self
 
     def remember_embeddings(self, on: bool = True, store: str | None = None) -> None:
@@ -446,12 +480,16 @@ class MusicnnClassifier(nn.Module):
         trainer turns it on for one fit (a few thousand windows: tens of MB); prediction never
         does, so a long-running server's memory stays flat. Off drops what was kept.
         `store`: a folder or fsspec URI where the outputs also go (`EmbeddingStore`), so other
-        fits on the same trunk (a row's trials and seeds) find them there."""
-        self._memo = {} if on and self.frozen else None
+        fits on the same trunk (a row's trials and seeds) find them there.
+        With `freeze_front` it is the front end's output that is kept (561 × 187 values a
+        window, 420 kB: GBs for a split, so only for windows that repeat)."""
+        fixed = self._fixed_modules()
+        self._memo = {} if on and fixed is not None else None
         self._store = None
         if self._memo is not None and store is not None:
-            what = self.embedding + (f"{self.trunk.lowband}" if self.trunk.lowband else "")
-            self._store = (store, f"musicnn-{module_digest(self.trunk)}-{what}")
+            what = "front" if self.frozen_front else self.embedding
+            what += f"{self.trunk.lowband}" if self.trunk.lowband else ""
+            self._store = (store, f"musicnn-{module_digest(fixed)}-{what}")
 
     def _stored(self, x: torch.Tensor) -> EmbeddingStore | None:
         """The disk store for inputs like `x` at the precision the trunk runs at now."""
@@ -461,17 +499,41 @@ class MusicnnClassifier(nn.Module):
         dtype = str(x.dtype).removeprefix("torch.")
         return EmbeddingStore(root, f"{name}-{dtype}-{autocast_tag(x.device.type)}")
 
-    def _read(self, x: torch.Tensor) -> torch.Tensor:
-        """The trunk on (B, 1, n_mels, frames) → what the head reads, (B, features)."""
-        out = self.trunk(x.squeeze(1).transpose(1, 2))
+    def _pick(self, out: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The trunk's named features → what the head reads, (B, features)."""
         if self.embedding == "pooled+low":
             return torch.cat([out["pooled"], out["pooled_low"]], dim=1)
         return out[self.embedding]
 
+    def _fixed(self, x: torch.Tensor) -> torch.Tensor:
+        """What the part that never trains makes of (B, 1, n_mels, frames): the head's input
+        under `freeze`; under `freeze_front` the front end's output (B, 561, T), with its low
+        view stacked after it on the channel axis when there is one."""
+        patches = x.squeeze(1).transpose(1, 2)
+        if self.frozen:
+            return self._pick(self.trunk(patches))
+        front, low = self.trunk.front_end(patches)
+        return front if low is None else torch.cat([front, low], dim=1)
+
+    def _from_fixed(self, fixed: torch.Tensor) -> torch.Tensor:
+        """`_fixed`'s output → what the head reads (the trained mid and back end, if any)."""
+        if self.frozen:
+            return fixed
+        if not self.trunk.lowband:
+            return self._pick(self.trunk.from_front(fixed))
+        return self._pick(self.trunk.from_front(*fixed.split(self.trunk.front_channels, dim=1)))
+
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 1, n_mels, frames) model input → what the head reads, (B, features)."""
+        if self._fixed_modules() is None:
+            return self._pick(self.trunk(x.squeeze(1).transpose(1, 2)))
+        return self._from_fixed(self._remembered(x))
+
+    def _remembered(self, x: torch.Tensor) -> torch.Tensor:
+        """`_fixed(x)`, from what was kept where a window was seen before (remember_embeddings)."""
         if self._memo is None:
-            return self._read(x)
+            with torch.no_grad():
+                return self._fixed(x)
         # Keyed by the window's exact bytes: a frozen trunk in inference mode maps equal
         # windows to equal outputs, whatever the batch they arrive in. Kept as float32, what
         # the disk store holds, so windows from either stack together.
@@ -485,7 +547,7 @@ class MusicnnClassifier(nn.Module):
             new = [i for i in new if i not in found]
         if new:
             with torch.no_grad():
-                out = self._read(x[new]).float()
+                out = self._fixed(x[new]).float()
             for i, value in zip(new, out.detach(), strict=True):
                 self._memo[keys[i]] = value
                 if store is not None:

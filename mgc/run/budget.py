@@ -90,7 +90,7 @@ class Budget:
             final_windows_per_track=final.windows_per_track,
             final_samples_per_epoch=windows(final.windows_per_track),
             final_patience=final.early_stopping_patience,
-            frozen_trunk=remembers_embeddings(cfg),
+            frozen_trunk=cfg.model.freeze and remembers_embeddings(cfg),
             final_refit=s.final.refit,
         )
 
@@ -228,6 +228,9 @@ def time_training_step(cfg: Config, threads: int, steps: int = 3) -> float:
     try:
         fast = fast_path(cfg.train)
         training = build_training(cfg, classes, fast)
+        if cfg.model.freeze_front_end and remembers_embeddings(cfg):
+            # Every epoch after the first reuses the fixed front end's output: time those.
+            training.model.remember_embeddings(True)
         window = Frontend(cfg.features, cfg.chunks).windowing.window
         x = torch.randn(cfg.train.batch_size, 1, cfg.features.n_mels, window)
         y = torch.randint(0, classes, (cfg.train.batch_size,))
