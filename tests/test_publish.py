@@ -54,7 +54,8 @@ def test_the_bundled_model_ships_with_its_card():
     assert card["recipe"]["augmented_copies"] > 0 and card["recipe"]["consistency"] > 0
     rob = card["robustness"]["conditions"]
     assert card["robustness"]["clips"] >= 200
-    assert rob["band limit 8 kHz"]["agreement"] >= 0.85
+    # Issue 19's targets: at least 90 % at an 8 kHz band limit, 80 % at 20 dB white noise.
+    assert rob["band limit 8 kHz"]["agreement"] >= 0.9
     assert rob["white noise 20 dB SNR"]["agreement"] >= 0.9
     assert rob["gain -12 dB"]["agreement"] >= 0.9
     # The speed-up over the seed pipeline (issue 19 asks at least 2.5x): 2.95x on an AMD EPYC

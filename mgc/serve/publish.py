@@ -146,7 +146,12 @@ def model_card(
             "batch_size": cfg.train.batch_size,
             **({"frozen_trunk": True} if cfg.model.freeze else {}),
             **(
-                {"augmented_copies": cfg.augment.copies, "augment": cfg.augment.conditions}
+                {
+                    "augmented_copies": cfg.augment.copies,
+                    "augment": cfg.augment.conditions,
+                    "conditions_per_copy": cfg.augment.per_copy,
+                    "bandlimit_rates": cfg.augment.bandlimit_rates,
+                }
                 if cfg.augment.copies
                 else {}
             ),
