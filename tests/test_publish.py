@@ -52,6 +52,10 @@ def test_the_bundled_model_ships_with_its_card():
     # Trained to keep its answer under band limits, noise, codecs and gain (augmented copies and
     # a consistency term); the robustness figures on its card are on all of the split's test clips.
     assert card["recipe"]["augmented_copies"] > 0 and card["recipe"]["consistency"] > 0
+    # The card names how the copies were made: two conditions each, band limits at 8 kHz only.
+    assert card["recipe"]["conditions_per_copy"] == 2 and card["recipe"]["bandlimit_rates"] == [
+        8000
+    ]
     rob = card["robustness"]["conditions"]
     assert card["robustness"]["clips"] >= 200
     # Issue 19's targets: at least 90 % at an 8 kHz band limit, 80 % at 20 dB white noise.
