@@ -204,6 +204,8 @@ def timed_card(card: dict[str, Any], bench: dict[str, Any]) -> dict[str, Any]:
             "ratio_vs_seed": part["ratio"],
             "columns": part["columns"],
             "machine": bench["machine"],
+            # bench/predict.py's aim for one clip (its TARGET_MS), when the json has it.
+            "target_ms": bench.get("settings", {}).get("target_ms"),
         },
     }
 
@@ -224,6 +226,22 @@ def latency_lines(lat: dict[str, Any]) -> list[str]:
         "| pipeline | per clip | model stage | speed-up |",
         "|---|---|---|---|",
         *rows,
+        "",
+        *trade_lines(lat),
+    ]
+
+
+def trade_lines(lat: dict[str, Any]) -> list[str]:
+    """A sentence for a model that costs more than bench/predict.py's aim: by how much, and
+    where the card shows what that buys. Nothing when it meets the aim or the aim is unknown."""
+    target, total = lat.get("target_ms"), lat["total_ms"].get("mgc")
+    if not target or total is None or total <= target:
+        return []
+    return [
+        f"The trade: {total:.1f} ms a clip is {total / target:.1f}× the {target:.0f} ms that "
+        "`bench/predict.py` aims for on one thread. What the extra cost buys is the test scores "
+        "and the robustness figures on this card; where speed matters more, `mgc.predict` "
+        "takes a smaller model with `--model`.",
         "",
     ]
 
