@@ -316,6 +316,14 @@ def test_interrupted_sweep_resumes(flaky_ray: Path, synth_dataset: Path, tmp_pat
     assert (tmp_path / "results" / "table.csv").is_file()
 
 
+def test_cost_line_warns_when_the_step_was_timed_on_a_busy_machine():
+    from mgc.run.budget import busy_note
+
+    assert busy_note(load=1.9, cpus=2) is None
+    note = busy_note(load=8.5, cpus=2)
+    assert "load average 8.5 on 2 CPUs" in note and "overestimate" in note
+
+
 def test_asha_trial_epochs_and_the_budget_line():
     from mgc.run.budget import Budget, asha_trial_epochs
 

@@ -212,6 +212,18 @@ def final_overrides(cfg: Config) -> dict[str, Any]:
     return {f"train.{k}": v for k, v in values if v is not None and k not in skip}
 
 
+def busy_note(load: float, cpus: int) -> str | None:
+    """A warning for the cost line when the step was timed on a busy machine (`load`: the
+    one-minute load average, `cpus`: the machine's CPUs): other work's share of the CPUs slows
+    the step, so the hours it gives are too many. None on a machine no busier than its CPUs."""
+    if load <= cpus:
+        return None
+    return (
+        f"budget: timed beside other work (load average {load:.1f} on {cpus} CPUs), so the "
+        "hours above are an overestimate"
+    )
+
+
 def time_training_step(cfg: Config, threads: int, steps: int = 3) -> float:
     """Training samples per second of cfg's model on this machine with `threads` threads: a
     warm-up step, then `steps` timed ones on random input of the real shape, with the model,
