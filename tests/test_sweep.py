@@ -41,10 +41,12 @@ def smoke_overrides(root: Path, tmp_path: Path) -> list[str]:
 
 @pytest.mark.slow
 def test_sweep_end_to_end_fills_the_table(
-    ray_local, synth_dataset: Path, tmp_path: Path, monkeypatch
+    ray_local, synth_dataset: Path, tmp_path: Path, monkeypatch, caplog
 ):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.chdir(tmp_path)
+    # A machine far busier than its CPUs when the step is timed: the cost line says so.
+    monkeypatch.setattr("mgc.run.budget.load_average", lambda: 99.0)
     overrides = smoke_overrides(synth_dataset, tmp_path)
     # Features made beforehand: then neither the sweep's (warm) prepare nor any trial may write
     # to the shared cache or the dataset; trials write only in their own trial folders.
@@ -52,7 +54,11 @@ def test_sweep_end_to_end_fills_the_table(
     shared = [tmp_path / "cache", synth_dataset]
     before = [snapshot(folder) for folder in shared]
     ctrl_c = signal.getsignal(signal.SIGINT)
-    result = sweep(REPO / "ablations" / "e0.yaml", overrides)
+    with caplog.at_level("INFO", logger="mgc.run.sweep"):
+        result = sweep(REPO / "ablations" / "e0.yaml", overrides)
+    cost_lines = [r.getMessage() for r in caplog.records if r.name == "mgc.run.sweep"]
+    assert any(m.startswith("budget: search 2 trials") for m in cost_lines)
+    assert any("load average 99.0" in m and "overestimate" in m for m in cost_lines)
     assert [snapshot(folder) for folder in shared] == before
     # Tune's own Ctrl-C handler is gone once the search has ended: one Ctrl-C stops the seeds.
     assert signal.getsignal(signal.SIGINT) is ctrl_c

@@ -4,6 +4,7 @@ first step, and the wall time a sweep spends across interruptions and resumes.""
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -210,6 +211,11 @@ def final_overrides(cfg: Config) -> dict[str, Any]:
     )
     values = vars(cfg.sweep.final).items()
     return {f"train.{k}": v for k, v in values if v is not None and k not in skip}
+
+
+def load_average() -> float:
+    """The machine's one-minute load average; 0 where the OS has none (Windows)."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
 
 
 def busy_note(load: float, cpus: int) -> str | None:

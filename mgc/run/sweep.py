@@ -381,7 +381,7 @@ def prepare_features(cfg: Config) -> Budget:
 
     from mgc.data.loader import split_tracks
     from mgc.data.prepare import prepare
-    from mgc.run.budget import Budget, busy_note, time_training_step
+    from mgc.run.budget import Budget, busy_note, load_average, time_training_step
 
     prepared = prepare(cfg)
     log.info(
@@ -399,8 +399,7 @@ def prepare_features(cfg: Config) -> Budget:
     )
     res = cfg.sweep.resources
     concurrent = trial_concurrency(cfg, ray.cluster_resources().get("CPU", 1.0))
-    # Before the timing, which adds its own thread; no load average on Windows.
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    load = load_average()  # before the timing, which adds its own thread
     rate = time_training_step(cfg, threads=max(1, int(res.cpus_per_trial)))
     log.info(budget.describe(rate, concurrent))
     if note := busy_note(load, os.cpu_count() or 1):
