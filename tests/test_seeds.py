@@ -56,6 +56,7 @@ def test_a_seed_reports_its_epochs_without_waiting_on_ray(monkeypatch, tmp_path:
     cfg = load_config(None)
     assert train_seed(cfg, 4, str(tmp_path), sink) == {"seed": cfg, "node_id": "n1", "gpu_ids": ""}
     assert sent == [
+        {"seed": 4, "started": True},
         {"seed": 4, "epoch": 1, "val_macro_f1": 0.5, "best": 0.5},
         {"seed": 4, "epoch": 2, "val_macro_f1": 0.6, "best": 0.6},
     ]
@@ -70,10 +71,12 @@ def test_the_sink_hands_each_epoch_over_once():
 
 
 def test_progress_shows_epochs_best_and_how_a_seed_ended(capsys):
-    progress = SeedProgress({0: 0, 1: 5}, max_epochs=60)
-    progress.epoch({"seed": 0, "epoch": 1, "val_macro_f1": 0.61, "best": 0.61})
-    progress.epoch({"seed": 0, "epoch": 2, "val_macro_f1": 0.58, "best": 0.61})
-    progress.epoch({"seed": 1, "epoch": 6, "val_macro_f1": 0.70, "best": 0.70})
+    progress = SeedProgress({0: 0, 1: 5, 2: 0}, max_epochs=60)
+    for seed in (0, 1):
+        progress.update({"seed": seed, "started": True})
+    progress.update({"seed": 0, "epoch": 1, "val_macro_f1": 0.61, "best": 0.61})
+    progress.update({"seed": 0, "epoch": 2, "val_macro_f1": 0.58, "best": 0.61})
+    progress.update({"seed": 1, "epoch": 6, "val_macro_f1": 0.70, "best": 0.70})
     assert progress.bars[0].n == 2 and progress.bars[1].n == 6
     metrics = {
         "stopped_early": True,
@@ -86,7 +89,25 @@ def test_progress_shows_epochs_best_and_how_a_seed_ended(capsys):
     err = capsys.readouterr().err
     assert "seed 0" in err and "2/60" in err and "val macro-F1 0.580, best 0.610 (epoch 1)" in err
     assert "seed 1" in err and "6/60" in err  # a resumed seed starts at its epoch
+    assert "seed 2" in err and "queued for a free slot" in err  # queued behind the others
     assert "early stop at 31, best epoch 21, test macro-F1 0.812" in err
+
+
+def test_a_queued_seeds_time_left_counts_from_its_start():
+    """Seen on a row: the third seed, queued for an hour behind two others, showed 27 hours
+    left after its first epochs, its wait counted as its pace."""
+    progress = SeedProgress({0: 0, 1: 4}, max_epochs=60)
+    for bar in progress.bars.values():  # both bars made an hour before their seeds start
+        bar.start_t -= 3600
+        bar.last_print_t -= 3600
+    for seed in (0, 1):
+        progress.update({"seed": seed, "started": True})
+    bar0, bar1 = progress.bars[0], progress.bars[1]
+    assert bar0.format_dict["elapsed"] < 60 and bar1.format_dict["elapsed"] < 60
+    assert (bar0.n, bar1.n) == (0, 4)  # a resumed seed keeps its epochs through the restart
+    progress.update({"seed": 1, "epoch": 5, "val_macro_f1": 0.5, "best": 0.5})
+    assert bar1.n == 5
+    progress.close()
 
 
 @pytest.mark.slow

@@ -62,6 +62,9 @@ def train_seed(
             where.get("node_id", "?")[:8],
         )
 
+    if sink is not None:  # the driver's bar starts its clock here, not when it was queued
+        sink.add.remote({"seed": seed, "started": True})
+
     def report(metrics: dict[str, Any], _checkpoint_dir: Path) -> None:
         if sink is not None:
             # Sent, never waited for: a task blocked in ray.get hands its CPU back to Ray, which
@@ -132,9 +135,9 @@ class ProgressSink:
 
 
 class SeedProgress:
-    """One bar per running seed: epochs done of the most it may run, the last validation
-    macro-F1, the best so far, and time left at the pace so far (early stopping can only make
-    it shorter)."""
+    """One bar per seed: epochs done of the most it may run, the last validation macro-F1, the
+    best so far, and time left at the pace so far (early stopping can only make it shorter).
+    A seed queued behind the others says so, and its clock starts when it does."""
 
     def __init__(self, starts: dict[int, int], max_epochs: int) -> None:
         from tqdm.auto import tqdm
@@ -150,7 +153,24 @@ class SeedProgress:
             )
             for i, (seed, start) in enumerate(starts.items())
         }
+        for bar in self.bars.values():
+            bar.set_postfix_str("queued for a free slot")
         self.best_epoch: dict[int, int] = {}
+
+    def update(self, item: dict[str, Any]) -> None:
+        """One item from the seeds' `ProgressSink`: a seed that started, or an epoch."""
+        if item.get("started"):
+            self.start(item["seed"])
+        else:
+            self.epoch(item)
+
+    def start(self, seed: int) -> None:
+        """The seed's bar counts time from now: its wait in the queue is not its pace."""
+        bar = self.bars[seed]
+        epochs_before = bar.initial  # a resumed seed's, kept through tqdm's reset
+        bar.reset()
+        bar.n = bar.last_print_n = epochs_before
+        bar.set_postfix_str("training")
 
     def epoch(self, item: dict[str, Any]) -> None:
         bar = self.bars[item["seed"]]
@@ -217,7 +237,7 @@ def run_seeds(
         while pending:
             done, pending = ray.wait(pending, timeout=1.0)
             for item in ray.get(sink.drain.remote()):
-                progress.epoch(item)
+                progress.update(item)
             for ref in done:
                 results[refs[ref]] = ray.get(ref)
                 progress.done(refs[ref], results[refs[ref]])
