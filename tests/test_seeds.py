@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -107,7 +110,31 @@ def test_a_queued_seeds_time_left_counts_from_its_start():
     assert (bar0.n, bar1.n) == (0, 4)  # a resumed seed keeps its epochs through the restart
     progress.update({"seed": 1, "epoch": 5, "val_macro_f1": 0.5, "best": 0.5})
     assert bar1.n == 5
+    # A seed retried after a lost node starts again: its bar keeps the epochs it shows.
+    progress.update({"seed": 1, "started": True})
+    assert bar1.n == 5
     progress.close()
+
+
+def test_progress_with_bars_turned_off():
+    """TQDM_DISABLE=1 (read when tqdm is imported; set for a log file, and by the cluster tests)
+    gives bars without tqdm's state: a seed's start and epochs still go through."""
+    script = """
+from mgc.run.seeds import SeedProgress
+progress = SeedProgress({0: 0, 1: 3}, max_epochs=60)
+assert all(bar.disable for bar in progress.bars.values())
+for seed in (0, 1):
+    progress.update({"seed": seed, "started": True})
+progress.update({"seed": 1, "epoch": 4, "val_macro_f1": 0.5, "best": 0.5})
+progress.done(1, {"epochs_run": 4, "best_epoch": 4, "test": {"track_macro_f1": 0.5}})
+progress.close()
+print("ok")
+"""
+    env = {**os.environ, "TQDM_DISABLE": "1"}
+    run = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]
 
 
 @pytest.mark.slow

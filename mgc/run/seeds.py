@@ -167,7 +167,7 @@ class SeedProgress:
     def start(self, seed: int) -> None:
         """The seed's bar counts time from now: its wait in the queue is not its pace."""
         bar = self.bars[seed]
-        epochs_before = bar.initial  # a resumed seed's, kept through tqdm's reset
+        epochs_before = bar.n  # a resumed or retried seed's, kept through tqdm's reset
         bar.reset()
         bar.n = bar.last_print_n = epochs_before
         bar.set_postfix_str("training")
