@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -96,7 +97,7 @@ def test_progress_shows_epochs_best_and_how_a_seed_ended(capsys):
     assert "early stop at 31, best epoch 21, test macro-F1 0.812" in err
 
 
-def test_a_queued_seeds_time_left_counts_from_its_start():
+def test_a_queued_seeds_time_left_counts_from_its_start(capsys):
     """Seen on a row: the third seed, queued for an hour behind two others, showed 27 hours
     left after its first epochs, its wait counted as its pace."""
     progress = SeedProgress({0: 0, 1: 4}, max_epochs=60)
@@ -114,6 +115,9 @@ def test_a_queued_seeds_time_left_counts_from_its_start():
     progress.update({"seed": 1, "started": True})
     assert bar1.n == 5
     progress.close()
+    # Seen on E3's resume: the restart drew a resumed bar at 0/60 with a negative rate.
+    err = capsys.readouterr().err
+    assert not re.search(r"<-|-[\d.]+epoch/s", err), err
 
 
 def test_progress_with_bars_turned_off():

@@ -167,9 +167,11 @@ class SeedProgress:
     def start(self, seed: int) -> None:
         """The seed's bar counts time from now: its wait in the queue is not its pace."""
         bar = self.bars[seed]
-        epochs_before = bar.n  # a resumed or retried seed's, kept through tqdm's reset
-        bar.reset()
-        bar.n = bar.last_print_n = epochs_before
+        if not bar.disable:  # a bar turned off (TQDM_DISABLE) keeps no clock
+            # The pace counts epochs from here: a resumed or retried seed keeps the ones it
+            # shows. (tqdm's reset would draw the bar at 0 first, with a negative rate.)
+            bar.initial = bar.last_print_n = bar.n
+            bar.start_t = bar.last_print_t = bar._time()
         bar.set_postfix_str("training")
 
     def epoch(self, item: dict[str, Any]) -> None:
