@@ -97,6 +97,29 @@ def test_progress_shows_epochs_best_and_how_a_seed_ended(capsys):
     assert "early stop at 31, best epoch 21, test macro-F1 0.812" in err
 
 
+def test_a_resumed_seed_names_the_epoch_of_its_best_from_before_the_resume(tmp_path, capsys):
+    """Seen on E3's resume: "best 0.803 (epoch ?)", the best being an epoch of the first run."""
+    from mgc.run.train import LOG_COLUMNS, TRAIN_LOG, logged_best_epoch
+
+    run = tmp_path / "seed_0"
+    run.mkdir()
+    rows = [(1, 0.42), (2, 0.80), (3, 0.75), (4, 0.80)]  # equals: the first is the best
+    (run / TRAIN_LOG).write_text(
+        ",".join(LOG_COLUMNS)
+        + "\n"
+        + "".join(
+            ",".join(str(e) if c == "epoch" else str(f) for c in LOG_COLUMNS) + "\n"
+            for e, f in rows
+        )
+    )
+    assert logged_best_epoch(run) == 2 and logged_best_epoch(tmp_path / "none") is None
+    progress = SeedProgress({0: 4}, max_epochs=60, best_epochs={0: logged_best_epoch(run)})
+    progress.update({"seed": 0, "started": True})
+    progress.update({"seed": 0, "epoch": 5, "val_macro_f1": 0.79, "best": 0.80})
+    progress.close()
+    assert "val macro-F1 0.790, best 0.800 (epoch 2)" in capsys.readouterr().err
+
+
 def test_a_queued_seeds_time_left_counts_from_its_start(capsys):
     """Seen on a row: the third seed, queued for an hour behind two others, showed 27 hours
     left after its first epochs, its wait counted as its pace."""

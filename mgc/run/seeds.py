@@ -139,7 +139,9 @@ class SeedProgress:
     best so far, and time left at the pace so far (early stopping can only make it shorter).
     A seed queued behind the others says so, and its clock starts when it does."""
 
-    def __init__(self, starts: dict[int, int], max_epochs: int) -> None:
+    def __init__(
+        self, starts: dict[int, int], max_epochs: int, best_epochs: dict[int, int] | None = None
+    ) -> None:
         from tqdm.auto import tqdm
 
         self.bars = {
@@ -155,7 +157,8 @@ class SeedProgress:
         }
         for bar in self.bars.values():
             bar.set_postfix_str("queued for a free slot")
-        self.best_epoch: dict[int, int] = {}
+        # A resumed seed's best may lie before the resume: its log says which epoch it was.
+        self.best_epoch: dict[int, int] = dict(best_epochs or {})
 
     def update(self, item: dict[str, Any]) -> None:
         """One item from the seeds' `ProgressSink`: a seed that started, or an epoch."""
@@ -210,6 +213,8 @@ def run_seeds(
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+    from mgc.run.train import logged_best_epoch
+
     here = ray.get_runtime_context().get_node_id()
 
     res = next(iter(cfgs.values())).sweep.resources
@@ -232,7 +237,12 @@ def run_seeds(
         ): seed
         for seed, cfg in cfgs.items()
     }
-    progress = SeedProgress(starts, max(c.train.epochs for c in cfgs.values()))
+    bests = {seed: logged_best_epoch(dirs[seed]) for seed in cfgs if starts[seed]}
+    progress = SeedProgress(
+        starts,
+        max(c.train.epochs for c in cfgs.values()),
+        {seed: epoch for seed, epoch in bests.items() if epoch is not None},
+    )
     results: dict[int, dict[str, Any]] = {}
     pending = list(refs)
     try:

@@ -471,13 +471,27 @@ def last_checkpoint(run_dir: Path) -> Path:
     return run_dir / CHECKPOINTS / "last.pt"
 
 
-def logged_epochs(run_dir: Path) -> int:
-    """The epochs a run folder's train_log.csv records (0: none, or no such folder)."""
+def logged_rows(run_dir: Path) -> list[dict[str, str]]:
+    """A run folder's train_log.csv, one dict per epoch (none without the file)."""
     path = run_dir / TRAIN_LOG
     if not path.is_file():
-        return 0
+        return []
     with open(path, newline="") as fh:
-        return max((int(r["epoch"]) for r in csv.DictReader(fh)), default=0)
+        return list(csv.DictReader(fh))
+
+
+def logged_epochs(run_dir: Path) -> int:
+    """The epochs a run folder's train_log.csv records (0: none, or no such folder)."""
+    return max((int(r["epoch"]) for r in logged_rows(run_dir)), default=0)
+
+
+def logged_best_epoch(run_dir: Path) -> int | None:
+    """The logged epoch of the best validation macro-F1, the first of equals as `Progress`
+    keeps it; None when nothing is logged."""
+    rows = logged_rows(run_dir)
+    if not rows:
+        return None
+    return int(max(rows, key=lambda r: (float(r[METRIC]), -int(r["epoch"])))["epoch"])
 
 
 def resume_from(run_dir: Path, training: Training, fast: FastPath, parallel: Parallel) -> Progress:
