@@ -113,6 +113,10 @@ def test_a_resumed_seed_names_the_epoch_of_its_best_from_before_the_resume(tmp_p
         )
     )
     assert logged_best_epoch(run) == 2 and logged_best_epoch(tmp_path / "none") is None
+    blank = tmp_path / "blank"
+    blank.mkdir()
+    (blank / TRAIN_LOG).write_text("epoch,val_macro_f1\n1,\n2,0.5\n3,\n")
+    assert logged_best_epoch(blank) == 2  # an epoch without the metric is skipped, no crash
     progress = SeedProgress({0: 4}, max_epochs=60, best_epochs={0: logged_best_epoch(run)})
     progress.update({"seed": 0, "started": True})
     progress.update({"seed": 0, "epoch": 5, "val_macro_f1": 0.79, "best": 0.80})

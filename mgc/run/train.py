@@ -487,8 +487,9 @@ def logged_epochs(run_dir: Path) -> int:
 
 def logged_best_epoch(run_dir: Path) -> int | None:
     """The logged epoch of the best validation macro-F1, the first of equals as `Progress`
-    keeps it; None when nothing is logged."""
-    rows = logged_rows(run_dir)
+    keeps it; None when no epoch logged one (a blank field is skipped: the progress bar that
+    asks must never stop a sweep)."""
+    rows = [r for r in logged_rows(run_dir) if (r.get(METRIC) or "").strip()]
     if not rows:
         return None
     return int(max(rows, key=lambda r: (float(r[METRIC]), -int(r["epoch"])))["epoch"])
