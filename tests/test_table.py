@@ -350,6 +350,23 @@ def test_a_broken_search_record_is_one_line_naming_it(tmp_path: Path) -> None:
         row.read_search()
 
 
+def test_a_row_resumed_elsewhere_keeps_its_best_config_unless_the_recipe_changed(tmp_path):
+    from mgc.core.config import load_config
+    from mgc.results.rows import RowFolder
+
+    row = RowFolder(tmp_path / "E0")
+    row.path.mkdir()
+    path = row.write_best_config(load_config(None, ["sweep.num_cpus=2", "train.lr=0.001"]))
+    committed = path.read_text()
+    # Another machine: other cores, data and cache paths. The committed file stays as it was.
+    elsewhere = ["sweep.num_cpus=1", "data.root=/elsewhere", "cache.dir=/tmp/c", "train.lr=0.001"]
+    row.write_best_config(load_config(None, elsewhere))
+    assert path.read_text() == committed
+    # A different recipe is what the seeds now train: the file says so.
+    row.write_best_config(load_config(None, ["sweep.num_cpus=1", "train.lr=0.01"]))
+    assert "lr: 0.01" in path.read_text() and "num_cpus: 1" in path.read_text()
+
+
 def test_a_row_refit_on_train_and_validation_says_so():
     from mgc.report.table import _strategy
 

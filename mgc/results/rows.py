@@ -30,6 +30,17 @@ REFERENCE_ROWS = ("M1", "D7")  # reference models: shown under E0, compared with
 
 SUMMARY, SEEDS_CSV, BEST_CONFIG = "summary.json", "seeds.csv", "best_config.yaml"
 SEARCH = "search.json"
+# Settings that say where a row ran, not what it trained: a row resumed on another machine (or
+# with another core count) keeps its committed best_config.yaml when only these differ.
+MACHINE_KEYS = (
+    ("data", "root"),
+    ("cache", "dir"),
+    ("cache", "ray_address"),
+    ("cache", "num_cpus"),
+    ("sweep", "storage_path"),
+    ("sweep", "ray_address"),
+    ("sweep", "num_cpus"),
+)
 # seeds.csv's columns: what each final seed scored, and how long it trained.
 SEED_COLUMNS = [
     "seed",
@@ -113,10 +124,16 @@ class RowFolder:
         return search
 
     def write_best_config(self, cfg: Config, comment: str = "") -> Path:
-        """The chosen configuration as the final seeds train it (`comment`: a first line)."""
-        text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
-        atomic_write(self.path / BEST_CONFIG, (f"# {comment}\n" if comment else "") + text)
-        return self.path / BEST_CONFIG
+        """The chosen configuration as the final seeds train it (`comment`: a first line). An
+        existing file that differs only in where the row ran (`MACHINE_KEYS`) is left as it is,
+        so resuming a committed row elsewhere does not churn it."""
+        path = self.path / BEST_CONFIG
+        chosen = to_dict(cfg)
+        if path.is_file() and _recipe(_read_yaml(path)) == _recipe(chosen):
+            return path
+        text = yaml.safe_dump(chosen, sort_keys=False)
+        atomic_write(path, (f"# {comment}\n" if comment else "") + text)
+        return path
 
     def write(self, summary: dict[str, Any], seed_metrics: list[dict[str, Any]]) -> None:
         """summary.json, seeds.csv, and the first seed's figures beside them."""
@@ -126,6 +143,24 @@ class RowFolder:
                 shutil.copy2(first / name, self.path / name)
         write_json(self.path / SUMMARY, summary)
         write_seed_csv(self.path / SEEDS_CSV, seed_metrics)
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError:
+        return None  # unreadable: rewritten
+
+
+def _recipe(config: Any) -> Any:
+    """A config dict without its MACHINE_KEYS (anything else as it is)."""
+    if not isinstance(config, dict):
+        return config
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in config.items()}
+    for section, key in MACHINE_KEYS:
+        if isinstance(out.get(section), dict):
+            out[section].pop(key, None)
+    return out
 
 
 def write_seed_csv(path: Path, seed_metrics: list[dict]) -> Path:
