@@ -97,6 +97,29 @@ def test_progress_shows_epochs_best_and_how_a_seed_ended(capsys):
     assert "early stop at 31, best epoch 21, test macro-F1 0.812" in err
 
 
+def test_a_finished_seeds_bar_keeps_its_own_time(capsys):
+    """Seen on E4: seed 1 ended after 40 minutes, its bar was drawn once more when seed 2 ended
+    two hours later, reading "17/60 [1:56:36, 411.55s/epoch]"."""
+    clock = [1000.0]
+    progress = SeedProgress({0: 0, 1: 0}, max_epochs=60)
+    for bar in progress.bars.values():
+        bar._time = lambda: clock[0]
+        bar.start_t = bar.last_print_t = clock[0]
+    for seed in (0, 1):
+        progress.update({"seed": seed, "started": True})
+    clock[0] += 100.0
+    progress.update({"seed": 0, "epoch": 2, "val_macro_f1": 0.6, "best": 0.6})
+    metrics = {"stopped_early": True, "epochs_run": 2, "best_epoch": 2}
+    progress.done(0, {**metrics, "test": {"track_macro_f1": 0.7}})
+    clock[0] += 7000.0  # seed 1 trains on for two hours
+    progress.update({"seed": 1, "epoch": 60, "val_macro_f1": 0.6, "best": 0.6})
+    progress.close()
+    lines = re.split(r"[\r\n]", capsys.readouterr().err)
+    seed0 = [line for line in lines if line.startswith("seed 0") and "2/60" in line]
+    assert seed0 and all("01:40" in line for line in seed0), seed0
+    assert all("1:58:20" not in line for line in seed0)
+
+
 def test_a_resumed_seed_names_the_epoch_of_its_best_from_before_the_resume(tmp_path, capsys):
     """Seen on E3's resume: "best 0.803 (epoch ?)", the best being an epoch of the first run."""
     from mgc.run.train import LOG_COLUMNS, TRAIN_LOG, logged_best_epoch
