@@ -414,6 +414,28 @@ def test_time_spent_adds_up_across_interruptions(tmp_path: Path):
     assert record["seconds"] == pytest.approx(sum(p["seconds"] for p in record["parts"]))
 
 
+def test_each_part_counts_the_cpus_it_held(tmp_path: Path):
+    """Seen on E4: a search on 2 CPUs, then seeds resumed with sweep.num_cpus=1, and the table
+    counted every hour at the last part's one CPU."""
+    from mgc.run.budget import SPENT_FILE, time_spent
+
+    record = {
+        "seconds": 7200.0,
+        "parts": [
+            {"started": 0.0, "seconds": 3600.0, "cpus": 2.0, "gpus": 0.0},
+            {"started": 4000.0, "seconds": 3600.0},  # made before parts said what they held
+        ],
+    }
+    (tmp_path / SPENT_FILE).write_text(json.dumps(record))
+    with time_spent(tmp_path) as clock:
+        clock.held(1.0)
+        # 1 h on 2 CPUs, and the unrecorded hour at this part's 1 CPU
+        assert clock.hours("cpus") == pytest.approx(3.0, abs=0.01)
+        assert clock.hours("gpus") == 0.0 and clock() >= 7200.0
+    parts = json.loads((tmp_path / SPENT_FILE).read_text())["parts"]
+    assert parts[-1]["cpus"] == 1.0 and "cpus" not in parts[1]
+
+
 def test_time_spent_is_on_disk_while_the_block_runs(tmp_path: Path):
     """A kill -9 runs no `finally`: the running part must already be written."""
     import time

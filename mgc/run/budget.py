@@ -7,7 +7,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -276,17 +276,47 @@ def time_training_step(cfg: Config, threads: int, steps: int = 3) -> float:
         torch.set_num_threads(before)
 
 
+class Clock:
+    """The sweep's wall time over all its parts (call it for the seconds so far), and what each
+    part held: a row resumed with another core count counts each part at its own."""
+
+    def __init__(self, spent: dict[str, Any], part: dict[str, Any]) -> None:
+        self.spent, self.part = spent, part
+        self.before = sum(p["seconds"] for p in spent["parts"] if p is not part)
+        self.t0 = float(part["started"])
+
+    def __call__(self, at: float | None = None) -> float:
+        """Wall seconds of all parts at time `at` (now by default)."""
+        return self.before + (time.time() if at is None else at) - self.t0
+
+    def held(self, cpus: float, gpus: float = 0.0) -> None:
+        """The CPUs and GPUs this part runs on (Ray's cluster), written with it."""
+        self.part.update(cpus=cpus, gpus=gpus)
+
+    def hours(self, kind: str = "cpus", at: float | None = None) -> float:
+        """Each part's hours times its `kind` ("cpus", "gpus") at time `at` (now by default); a
+        part recorded before parts said what they held counts as this one."""
+        now = float(self.part.get(kind, 0.0))
+        seconds = sum(
+            p["seconds"] * float(p.get(kind, now))
+            for p in self.spent["parts"]
+            if p is not self.part
+        )
+        return (seconds + (self(at) - self.before) * now) / 3600
+
+
 @contextmanager
-def time_spent(folder: Path, every: float = 30.0) -> Iterator[Callable[[], float]]:
+def time_spent(folder: Path, every: float = 30.0) -> Iterator[Clock]:
     """Record the wall time of the block in `folder/mgc_sweep_seconds.json`, as one part per run,
     so a resumed sweep reports the time of all its parts. The part is written when the block
     starts, every `every` seconds while it runs (a kill -9 loses at most that much) and when it
-    ends, also by an interrupt. Yields a function giving the seconds of all parts so far."""
+    ends, also by an interrupt. Yields the `Clock` of all parts so far."""
     path = folder / SPENT_FILE
     spent = json.loads(path.read_text()) if path.is_file() else {"seconds": 0.0, "parts": []}
-    before, t0 = float(spent["seconds"]), time.time()
-    part = {"started": t0, "seconds": 0.0}
+    t0 = time.time()
+    part: dict[str, Any] = {"started": t0, "seconds": 0.0}
     spent["parts"].append(part)
+    clock = Clock(spent, part)
 
     def write() -> None:
         part["seconds"] = time.time() - t0
@@ -304,7 +334,7 @@ def time_spent(folder: Path, every: float = 30.0) -> Iterator[Callable[[], float
     thread = threading.Thread(target=beat, name="mgc-time-spent", daemon=True)
     thread.start()
     try:
-        yield lambda: before + time.time() - t0
+        yield clock
     finally:
         done.set()
         thread.join()

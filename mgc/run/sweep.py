@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +32,7 @@ from mgc.run.tracking import wandb_callbacks, wandb_mode
 # before any of them loads and before Ray starts.
 if TYPE_CHECKING:
     from mgc.results.rows import RowFolder
-    from mgc.run.budget import Budget
+    from mgc.run.budget import Budget, Clock
 
 log = logging.getLogger(__name__)
 
@@ -669,26 +670,23 @@ def reused_search(cfg: Config, row: RowFolder) -> dict[str, Any]:
 
 
 def write_row(
-    cfg: Config, search: dict[str, Any], seeds: list[dict], seconds: float, budget: Budget
+    cfg: Config, search: dict[str, Any], seeds: list[dict], clock: Clock, budget: Budget
 ) -> dict[str, Any]:
-    """The row's summary.json (its search with every trial, the budget and what it cost) and
-    seeds.csv."""
-    import ray
-
+    """The row's summary.json (its search with every trial, the budget and what it cost, from
+    the sweep's `clock`) and seeds.csv."""
     from mgc.core.device import machine
     from mgc.results.rows import RowFolder, summarise
 
-    summary = summarise(cfg, search["best_params"], seeds, search["n_trials"], seconds)
+    now = time.time()  # one instant for the wall and the CPU hours
+    summary = summarise(cfg, search["best_params"], seeds, search["n_trials"], clock(now))
     summary["budget"] = budget.to_dict()
     summary["trial_epochs_run"] = search["trial_epochs_run"]
     summary["failed_trials"] = search["failed_trials"]
     summary["machine"] = machine()
     if search.get("machine") != summary["machine"]:
         summary["search_machine"] = search.get("machine")  # a row continued elsewhere
-    cpus = ray.cluster_resources().get("CPU", 0.0)
-    gpus = ray.cluster_resources().get("GPU", 0.0)
-    summary["cpu_hours"] = seconds * cpus / 3600
-    summary["gpu_hours"] = seconds * gpus / 3600
+    summary["cpu_hours"] = clock.hours("cpus", now)
+    summary["gpu_hours"] = clock.hours("gpus", now)
     summary["trials"] = search["trials"]
     if search.get("reused_from"):
         summary["search_reused_from"] = search["reused_from"]
@@ -713,6 +711,8 @@ def run_sweep(
 ) -> SweepResult:
     """Preprocessing, the search, the final seeds and the row in results/<experiment>/.
     The tables over every row are the report's (`python -m mgc.sweep` rebuilds them after)."""
+    import ray
+
     from mgc.results.rows import SEARCH, RowFolder
     from mgc.run.budget import SPENT_FILE, time_spent
     from mgc.run.seeds import chosen_config, final_seeds
@@ -722,8 +722,10 @@ def run_sweep(
     # The clock is kept with the row, so a row continued on another machine adds its time.
     if not resume:  # a fresh sweep starts its clock afresh too
         (row.path / SPENT_FILE).unlink(missing_ok=True)
-    with time_spent(row.path) as elapsed:
+    with time_spent(row.path) as clock:
         init_ray(cfg.sweep.ray_address, cfg.sweep.num_cpus)
+        held = ray.cluster_resources()
+        clock.held(held.get("CPU", 0.0), held.get("GPU", 0.0))
         budget = prepare_features(cfg)
         search = row.read_search() if resume else None
         if search is None and cfg.sweep.reuse_search:
@@ -741,7 +743,7 @@ def run_sweep(
             best = grid.get_best_result(metric=cfg.sweep.metric, mode=cfg.sweep.mode, scope="all")
             best_params = {k: best.config[k] for k in space}
             log.info("best trial %s: %s", best.path, best_params)
-            search = search_record(cfg, space, grid, best_params, elapsed(), budget)
+            search = search_record(cfg, space, grid, best_params, clock(), budget)
             row.write_search(search)
         else:
             wandb_mode(cfg)  # no trials: the results table alone goes to W&B
@@ -750,5 +752,5 @@ def run_sweep(
         best_params = search["best_params"]
         row.write_best_config(chosen_config(cfg, best_params))
         seeds = final_seeds(cfg, best_params, row, resume)
-        summary = write_row(cfg, search, seeds, elapsed(), budget)
+        summary = write_row(cfg, search, seeds, clock, budget)
     return SweepResult(cfg, row.path, best_params, seeds, summary)
