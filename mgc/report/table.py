@@ -51,7 +51,8 @@ NOTE = (
     "while still improving is counted as such (the budget cut it short); for a row refit on "
     "train+valid, its seeds' first fits on train, whose best epoch set the refit's length. "
     "Trial-epochs: epochs run by all trials of the search (ASHA stops weak ones) against every "
-    "trial run to the end; hours: the whole sweep with its final seeds."
+    "trial run to the end; hours: the whole sweep with its final seeds, across its resumes, "
+    "each part's CPU hours at the CPUs it held."
 )
 CAPTION = (
     r"Ablation on GTZAN: test accuracy and macro-F1 (\%, mean $\pm$ std over seeds, track level)."
